@@ -1,0 +1,107 @@
+"""Batches that waste little compute on padding: length-bucketed, token-budget micro-batches.
+
+A random batch of 8 MRPC pairs is about a quarter padding; batches of similar lengths are almost
+none. Training keeps randomness by shuffling rows into pools, sorting within a pool, and shuffling
+the order of the batches; evaluation sorts everything by length. Padding itself is done per batch
+by `DataCollatorWithPadding`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+# Rows shuffled together before sorting by length: large enough that batches are nearly free of
+# padding, small enough that each epoch still mixes different rows into each batch.
+POOL_BATCHES = 50
+
+
+def token_budget_batches(
+    lengths: Sequence[int] | np.ndarray,
+    max_tokens: int,
+    order: np.ndarray,
+    max_batch_size: int | None = None,
+) -> list[list[int]]:
+    """Greedily cut `order` (already pooled and sorted) into batches whose padded size
+    (rows x longest row) stays within `max_tokens`."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in order.tolist():
+        length = int(lengths[index])
+        grown = max(longest, length)
+        full = max_batch_size is not None and len(current) >= max_batch_size
+        if current and (grown * (len(current) + 1) > max_tokens or full):
+            batches.append(current)
+            current, grown = [], length
+        current.append(index)
+        longest = grown
+    if current:
+        batches.append(current)
+    return batches
+
+
+class TokenBudgetBatchSampler(Sampler[list[int]]):
+    """Yields lists of row indices; `set_epoch` reshuffles deterministically from the seed.
+
+    With `shuffle=False` the rows are sorted by length once (evaluation and prediction); with a
+    fixed `batch_size` every batch has that many rows instead of a token budget.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int] | np.ndarray,
+        max_tokens: int,
+        shuffle: bool,
+        seed: int = 0,
+        batch_size: int | None = None,
+    ) -> None:
+        self.lengths = np.asarray(lengths)
+        self.max_tokens = max_tokens
+        self.shuffle = shuffle
+        self.seed = seed
+        self.batch_size = batch_size
+        self.epoch = 0
+        self._batches: list[list[int]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self._batches = epoch, None
+
+    def batches(self) -> list[list[int]]:
+        if self._batches is None:
+            self._batches = self._make_batches()
+        return self._batches
+
+    def _make_batches(self) -> list[list[int]]:
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = np.argsort(-self.lengths, kind="stable")
+            return token_budget_batches(self.lengths, self.max_tokens, order, self.batch_size)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(n)
+        if self.batch_size is not None:  # fixed-size batches in random order (the course's way)
+            return [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
+        mean_rows = max(1, self.max_tokens // max(1, int(self.lengths.mean())))
+        pool = mean_rows * POOL_BATCHES
+        batches: list[list[int]] = []
+        for start in range(0, n, pool):
+            chunk = order[start : start + pool]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches += token_budget_batches(self.lengths, self.max_tokens, chunk)
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches()
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+def padding_share(lengths: np.ndarray, batches: list[list[int]]) -> float:
+    """Fraction of the padded tensor that is padding, for reporting."""
+    real = sum(int(lengths[b].sum()) for b in batches)
+    padded = sum(int(lengths[b].max()) * len(b) for b in batches)
+    return 1.0 - real / padded if padded else 0.0

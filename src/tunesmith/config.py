@@ -1,0 +1,318 @@
+"""Typed configuration: YAML plus dotted `key=value` overrides, validated once at the edge.
+
+Every field has a one-line doc (the comment above it); `tunesmith train --help-config` prints them.
+Nothing inside tunesmith re-checks these values: once `load_config` returns, the config is trusted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunesmith.errors import UserError
+
+TASKS = ("auto", "classification", "regression")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class DataConfig:
+    # Training data: a CSV/TSV/JSON/JSONL/Parquet file or a folder written by `save_to_disk`.
+    train: str | None = None
+    # Validation data (same formats); held out of `train` when missing and no dataset split has it.
+    validation: str | None = None
+    # Optional test data, evaluated once at the end with the exported model.
+    test: str | None = None
+    # A dataset name that `datasets.load_dataset` resolves (Hub name or local folder).
+    dataset: str | None = None
+    # The dataset's configuration, e.g. `mrpc` for `glue`.
+    dataset_config: str | None = None
+    # First text column; detected (text, sentence, sentence1, question, premise, ...) when unset.
+    text_column: str | None = None
+    # Second text column for sentence pairs; detected when unset, `none` for single sentences.
+    text_pair_column: str | None = None
+    # Label column; detected (label, labels, sentiment, score, target, ...) when unset.
+    label_column: str | None = None
+    # Share of train held out for validation when no validation split exists (stratified).
+    validation_fraction: float = 0.1
+    # Tokens per example after truncation.
+    max_length: int = 128
+    # Drop rows whose text is empty or null instead of stopping with their row numbers.
+    drop_empty: bool = False
+    # Use at most this many training rows (a seeded sample); all rows when unset.
+    max_train_samples: int | None = None
+    # Use at most this many validation rows (a seeded sample); all rows when unset.
+    max_validation_samples: int | None = None
+    # Text encoding of CSV/TSV files.
+    encoding: str = "utf-8"
+    # What to do with bytes that are not valid in `encoding`: strict, replace or ignore.
+    encoding_errors: str = "strict"
+    # Where tokenized datasets are cached; $TUNESMITH_CACHE_DIR or ~/.cache/tunesmith when unset.
+    cache_dir: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    # Passes over the training data (fractions allowed); ignored when max_steps is set.
+    epochs: float = 3.0
+    # Stop after this many optimizer steps; overrides epochs.
+    max_steps: int | None = None
+    # Peak learning rate of AdamW.
+    learning_rate: float = 1e-4
+    # Decoupled weight decay, not applied to biases and LayerNorm weights.
+    weight_decay: float = 0.01
+    # Share of optimizer steps spent warming the learning rate up linearly from 0.
+    warmup_ratio: float = 0.1
+    # Examples per micro-batch; when unset, batches are filled up to max_tokens_per_batch.
+    micro_batch_size: int | None = None
+    # Token budget of a length-bucketed micro-batch (padded tokens counted).
+    max_tokens_per_batch: int = 1024
+    # Micro-batches summed into one optimizer step.
+    gradient_accumulation_steps: int = 1
+    # Clip the gradient's global norm to this value; 0 disables clipping.
+    max_grad_norm: float = 1.0
+    # auto picks bf16 only where the hardware computes it natively, else fp32 (fp16 on old GPUs).
+    precision: str = "auto"
+    # Seed for weights of new heads, shuffling, held-out split and dropout.
+    seed: int = 42
+    # Evaluate every N optimizer steps; once per epoch when unset.
+    eval_every_steps: int | None = None
+    # Write a metrics.jsonl line every N optimizer steps.
+    logging_steps: int = 10
+    # Validation metric that picks the exported model; the task's default when unset.
+    metric_for_best: str | None = None
+    # Stop after this many evaluations without improvement; never when unset.
+    early_stopping_patience: int | None = None
+    # Examples per evaluation batch ceiling; evaluation batches are filled by tokens too.
+    eval_max_tokens_per_batch: int = 8192
+
+
+@dataclass
+class Config:
+    # Model: `builtin:minilm-l6`, a local folder, or a Hub id.
+    model: str = "builtin:minilm-l6"
+    # classification, regression, or auto (floats that are not whole numbers mean regression).
+    task: str = "auto"
+    # Run folder: model/, metrics.json, metrics.jsonl, config.yaml and plots go here.
+    output_dir: str = "runs/latest"
+    # Replace a finished run already in output_dir.
+    overwrite: bool = False
+    # Label names in id order, for integer labels without names (e.g. [negative, positive]).
+    label_names: list[str] | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def field_docs(cls: type = Config, prefix: str = "") -> dict[str, tuple[str, str, Any]]:
+    """Dotted key -> (type, one-line doc, default), read from the comments above each field."""
+    import inspect
+
+    source = inspect.getsource(cls).splitlines()
+    docs: dict[str, tuple[str, str, Any]] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            docs.update(field_docs(hints[f.name], key + "."))
+            continue
+        line = next(i for i, s in enumerate(source) if s.strip().startswith(f.name + ":"))
+        doc = source[line - 1].strip().lstrip("# ") if source[line - 1].strip()[:1] == "#" else ""
+        docs[key] = (_type_name(hints[f.name]), doc, f.default)
+    return docs
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "") if not isinstance(tp, type) else tp.__name__
+
+
+def _is_optional(tp: Any) -> bool:
+    return type(None) in typing.get_args(tp)
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Return `value` as type `tp`, or raise ValueError saying what was expected."""
+    if _is_optional(tp):
+        # `data.text_pair_column=none` means single sentences; None would mean auto-detect.
+        nulls = ("null",) if key == "data.text_pair_column" else ("none", "null")
+        if value is None or (isinstance(value, str) and value.lower() in nulls):
+            return None
+        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+    origin = typing.get_origin(tp)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ValueError(f"{key} must be a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(key, v, item) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):  # `overwrite=1` arrives as YAML int 1
+            return bool(value)
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"{key} must be a whole number, got {value!r}")
+        try:
+            return int(value)
+        except (ValueError, TypeError):
+            raise ValueError(f"{key} must be a whole number, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (ValueError, TypeError):
+            raise ValueError(f"{key} must be a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, dict | list):
+            raise ValueError(f"{key} must be a single value, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in this file, not user input
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        key = prefix + name
+        if name not in names:
+            valid = [prefix + n for n in names]
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            if not close:  # a key typed at the wrong level, e.g. `epochs` for `train.epochs`
+                close = [k for k in field_docs() if k.rsplit(".", 1)[-1] == name]
+            hint = f"; did you mean {close[0]}?" if close else ""
+            problems.append(f"unknown config key {key}{hint}")
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                problems.append(f"{key} must be a mapping of {tp.__name__} fields, got {value!r}")
+                continue
+            kwargs[name] = _build(tp, value, key + ".", problems)
+            continue
+        try:
+            kwargs[name] = _coerce(key, value, tp)
+        except ValueError as e:
+            problems.append(str(e))
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> list[str]:
+    problems = []
+    d, t = cfg.data, cfg.train
+    if cfg.task not in TASKS:
+        problems.append(f"task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    if t.precision not in PRECISIONS:
+        problems.append(f"train.precision must be one of {', '.join(PRECISIONS)}")
+    if d.encoding_errors not in ("strict", "replace", "ignore"):
+        problems.append("data.encoding_errors must be strict, replace or ignore")
+    if not (d.train or d.dataset):
+        problems.append("no training data: set data.train=FILE or data.dataset=NAME")
+    if not 0.0 < d.validation_fraction < 1.0:
+        problems.append("data.validation_fraction must be between 0 and 1 (exclusive)")
+    positive = {
+        "data.max_length": d.max_length,
+        "train.max_tokens_per_batch": t.max_tokens_per_batch,
+        "train.eval_max_tokens_per_batch": t.eval_max_tokens_per_batch,
+        "train.gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "train.logging_steps": t.logging_steps,
+        "train.micro_batch_size": t.micro_batch_size,
+        "train.max_steps": t.max_steps,
+        "train.eval_every_steps": t.eval_every_steps,
+        "train.early_stopping_patience": t.early_stopping_patience,
+        "data.max_train_samples": d.max_train_samples,
+        "data.max_validation_samples": d.max_validation_samples,
+        "train.epochs": t.epochs,
+        "train.learning_rate": t.learning_rate,
+    }
+    problems += [
+        f"{k} must be > 0, got {v}" for k, v in positive.items() if v is not None and v <= 0
+    ]
+    if t.max_tokens_per_batch < d.max_length and t.micro_batch_size is None:
+        problems.append(
+            f"train.max_tokens_per_batch={t.max_tokens_per_batch} cannot hold one example of "
+            f"data.max_length={d.max_length}: raise it or lower data.max_length"
+        )
+    if not 0.0 <= t.warmup_ratio < 1.0:
+        problems.append("train.warmup_ratio must be in [0, 1)")
+    if t.weight_decay < 0 or t.max_grad_norm < 0:
+        problems.append("train.weight_decay and train.max_grad_norm must be >= 0")
+    return problems
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`a.b=1 c=x` -> {"a": {"b": 1}, "c": "x"}; values are read as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r} is not key=value (e.g. train.epochs=3)")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override {item!r} conflicts with an earlier value for {p}")
+        node[leaf] = value
+    return tree
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` laid over `base`, mapping by mapping."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read an optional YAML file, apply overrides, and return a validated Config."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise UserError(f"config file {path} is not valid YAML: {_first_line(e)}") from None
+        if not isinstance(values, dict):
+            raise UserError(f"config file {path} must hold a mapping of keys, not {values!r}")
+    return config_from_dict(merge(values, parse_overrides(overrides or [])))
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    problems: list[str] = []
+    cfg = _build(Config, values, "", problems)
+    if not problems:
+        problems = _validate(cfg)
+    if problems:
+        raise UserError("; ".join(problems))
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

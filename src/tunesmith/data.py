@@ -1,0 +1,231 @@
+"""Load raw splits (local files, saved datasets, Hub names) and find their text and label columns.
+
+Everything here is the edge: a file that cannot be read, a missing column or an empty cell ends in
+one UserError naming the file, column or rows. Files are read through `datasets` builders, so they
+land in memory-mapped Arrow tables and large files do not fill memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+from datasets import Dataset, DatasetDict
+
+from tunesmith.config import DataConfig
+from tunesmith.errors import UserError
+
+# Extension -> (datasets builder, extra builder kwargs).
+FILE_FORMATS = {
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"sep": "\t"}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
+# Checked in order; the first pair (or single column) present in the data wins.
+TEXT_PAIR_COLUMNS = [
+    ("sentence1", "sentence2"),
+    ("text", "text_pair"),
+    ("question", "passage"),
+    ("premise", "hypothesis"),
+    ("question1", "question2"),
+    ("question", "sentence"),
+    ("sentence_a", "sentence_b"),
+    ("query", "document"),
+]
+TEXT_COLUMNS = ["text", "sentence", "review", "content", "tweet", "document", "comment", "body"]
+LABEL_COLUMNS = ["label", "labels", "sentiment", "score", "target", "class", "category", "y"]
+HUB_SPLIT_NAMES = {
+    "train": ["train"],
+    "validation": ["validation", "validation_matched", "dev", "valid", "val"],
+    "test": ["test", "test_matched"],
+}
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where a split keeps its inputs: one text column or a pair, and the label column if any."""
+
+    text: str
+    text_pair: str | None
+    label: str | None
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.text] if self.text_pair is None else [self.text, self.text_pair]
+
+
+def read_table(
+    path: str | Path, encoding: str = "utf-8", encoding_errors: str = "strict"
+) -> Dataset:
+    """One file (CSV, TSV, JSON, JSONL, Parquet) or a `save_to_disk` folder -> Dataset."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return _load_saved(path)
+    fmt, kwargs = FILE_FORMATS.get(path.suffix.lower(), (None, {}))
+    if fmt is None:
+        known = ", ".join(FILE_FORMATS)
+        raise UserError(f"{path}: unknown file type {path.suffix!r}; use one of {known}")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: the file is empty")
+    if fmt == "csv":
+        kwargs = {**kwargs, "encoding": encoding, "encoding_errors": encoding_errors}
+    try:
+        ds = datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
+    except Exception as e:  # the builders wrap pandas/pyarrow errors; report the root cause
+        raise UserError(_explain_read_error(path, fmt, e, encoding)) from None
+    if len(ds) == 0:
+        raise UserError(f"{path}: no rows")
+    return ds
+
+
+def _load_saved(path: Path) -> Dataset:
+    if not any((path / n).exists() for n in ("state.json", "dataset_dict.json")):
+        raise UserError(
+            f"{path}: a folder, but not one written by Dataset.save_to_disk; give a data file"
+        )
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as e:  # e.g. an IndexError for a saved dataset with no rows (zero shards)
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{path}: cannot load this save_to_disk folder ({detail}); it may have no rows or be "
+            f"damaged: save it again"
+        ) from None
+    if isinstance(loaded, DatasetDict):
+        if "train" not in loaded:
+            raise UserError(f"{path}: saved DatasetDict has no 'train' split ({list(loaded)})")
+        loaded = loaded["train"]
+    if len(loaded) == 0:
+        raise UserError(f"{path}: no rows")
+    return loaded
+
+
+def _explain_read_error(path: Path, fmt: str, error: BaseException, encoding: str) -> str:
+    chain, e = [], error
+    while e is not None and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        if isinstance(e, UnicodeDecodeError):
+            return (
+                f"{path}: not valid {encoding} ({e.reason} at byte {e.start}); "
+                f"set data.encoding=latin-1 or data.encoding_errors=replace"
+            )
+    # What the builders say when a file holds a header (or blank lines) but no rows.
+    empty = ("corresponds to no data", "BatchSize must be greater than 0")
+    if any(marker in str(e) for e in chain for marker in empty):
+        return f"{path}: no rows (only a header or blank lines); add data rows"
+    root = chain[-1]
+    detail = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
+    return f"{path}: cannot read as {fmt.upper()}: {detail}"
+
+
+def load_splits(cfg: DataConfig) -> dict[str, Dataset]:
+    """The configured splits: 'train' always; 'validation' and 'test' when given or found."""
+    splits: dict[str, Dataset] = {}
+    if cfg.dataset:
+        splits.update(_load_hub(cfg.dataset, cfg.dataset_config))
+    for name in ("train", "validation", "test"):
+        path = getattr(cfg, name)
+        if path:
+            splits[name] = read_table(path, cfg.encoding, cfg.encoding_errors)
+    if "train" not in splits:
+        raise UserError(f"data.dataset={cfg.dataset} has no train split; set data.train=FILE")
+    return splits
+
+
+def _load_hub(name: str, subset: str | None) -> dict[str, Dataset]:
+    try:
+        loaded = datasets.load_dataset(name, subset)
+    except Exception as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"data.dataset={name}: cannot load it ({detail}); without network only datasets in "
+            f"the local cache (~/.cache/huggingface/datasets) or local folders load"
+        ) from None
+    if not isinstance(loaded, DatasetDict):
+        loaded = DatasetDict({"train": loaded})
+    found = {}
+    for split, candidates in HUB_SPLIT_NAMES.items():
+        for candidate in candidates:
+            if candidate in loaded and len(loaded[candidate]) > 0:
+                found[split] = loaded[candidate]
+                break
+    return found
+
+
+def detect_columns(ds: Dataset, cfg: DataConfig, source: str, need_label: bool = True) -> Columns:
+    """Text/pair/label columns from the config, else by the usual names."""
+    names = list(ds.column_names)
+    found = ", ".join(names)
+
+    def check(key: str, column: str) -> str:
+        if column not in names:
+            raise UserError(f"{source}: {key}={column} is not a column (columns: {found})")
+        return column
+
+    text = check("data.text_column", cfg.text_column) if cfg.text_column else None
+    pair = cfg.text_pair_column
+    if pair and pair.lower() == "none":
+        pair = None
+    elif pair:
+        pair = check("data.text_pair_column", pair)
+    elif text is None:
+        for first, second in TEXT_PAIR_COLUMNS:
+            if first in names and second in names:
+                text, pair = first, second
+                break
+    if text is None:
+        text = next((c for c in TEXT_COLUMNS if c in names), None)
+    if text is None:
+        raise UserError(
+            f"{source}: no text column found (columns: {found}); set data.text_column=NAME"
+        )
+    label = check("data.label_column", cfg.label_column) if cfg.label_column else None
+    if label is None:
+        label = next((c for c in LABEL_COLUMNS if c in names and c not in (text, pair)), None)
+    if label is None and need_label:
+        raise UserError(
+            f"{source}: no label column found (columns: {found}); set data.label_column=NAME"
+        )
+    return Columns(text=text, text_pair=pair, label=label)
+
+
+def check_texts(ds: Dataset, columns: Columns, source: str, drop_empty: bool) -> Dataset:
+    """Stop on empty or null text cells (naming the rows), or drop them when asked."""
+    bad: list[int] = []
+    for column in columns.texts:
+        for i, value in enumerate(ds[column]):
+            if value is None or (isinstance(value, str) and not value.strip()):
+                bad.append(i)
+    if not bad:
+        return ds
+    bad = sorted(set(bad))
+    if drop_empty:
+        keep = sorted(set(range(len(ds))) - set(bad))
+        if not keep:
+            raise UserError(f"{source}: every row has an empty text")
+        return ds.select(keep)
+    shown = ", ".join(str(i + 1) for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
+    raise UserError(
+        f"{source}: {len(bad)} row(s) with empty text in {'/'.join(columns.texts)} "
+        f"(rows {shown}, counting from 1 after the header); fix them or set data.drop_empty=true"
+    )
+
+
+def read_texts_from_lines(lines: list[str]) -> Dataset:
+    """Lines of text (stdin) -> a one-column dataset; a tab splits a sentence pair."""
+    lines = [line.rstrip("\r\n") for line in lines if line.strip()]
+    if not lines:
+        raise UserError("stdin: no text lines to predict")
+    if all("\t" in line for line in lines):
+        pairs = [line.split("\t", 1) for line in lines]
+        return Dataset.from_dict(
+            {"text": [p[0] for p in pairs], "text_pair": [p[1] for p in pairs]}
+        )
+    return Dataset.from_dict({"text": lines})

@@ -1,0 +1,43 @@
+"""Metrics as thin wrappers over scikit-learn and scipy: no network, no `evaluate` downloads."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+from sklearn import metrics as skm
+
+# Metrics where smaller is better; every other metric is maximised when picking the best model.
+LOWER_IS_BETTER = frozenset({"mse", "loss", "perplexity"})
+
+
+def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict:
+    """Accuracy, F1 (binary on class 1 for two classes, macro otherwise) and MCC."""
+    average = "binary" if num_classes == 2 else "macro"
+    return {
+        "accuracy": float(skm.accuracy_score(labels, predictions)),
+        "f1": float(skm.f1_score(labels, predictions, average=average, zero_division=0)),
+        "macro_f1": float(skm.f1_score(labels, predictions, average="macro", zero_division=0)),
+        "mcc": float(skm.matthews_corrcoef(labels, predictions)),
+    }
+
+
+def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
+    """Pearson and Spearman correlations and mean squared error."""
+    constant = np.ptp(labels) == 0 or np.ptp(predictions) == 0  # correlation undefined
+    return {
+        "pearson": 0.0 if constant else float(stats.pearsonr(labels, predictions)[0]),
+        "spearman": 0.0 if constant else float(stats.spearmanr(labels, predictions)[0]),
+        "mse": float(skm.mean_squared_error(labels, predictions)),
+    }
+
+
+def majority_baseline(train_labels: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+    """What always predicting the most frequent training class scores on `labels`."""
+    majority = np.bincount(train_labels, minlength=num_classes).argmax()
+    return classification_metrics(labels, np.full_like(labels, majority), num_classes)
+
+
+def is_better(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value < best if metric in LOWER_IS_BETTER else value > best

@@ -1,0 +1,137 @@
+"""Load an exported model folder once; predict or evaluate rows from files or stdin.
+
+Inference sorts rows by length and fills batches by tokens, then restores input order, so the
+padding overhead of random order is not paid at prediction time either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+from tunesmith import data
+from tunesmith.batching import TokenBudgetBatchSampler
+from tunesmith.checkpoint import read_meta
+from tunesmith.config import DataConfig
+from tunesmith.errors import UserError
+from tunesmith.tasks import LabelSpec, SequenceClassification
+from tunesmith.tasks.classification import encode_labels
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_inputs(ds: Dataset) -> Dataset:
+    """Only the columns the model and collator take (drops texts and lengths)."""
+    return ds.select_columns([c for c in (*MODEL_INPUTS, "labels") if c in ds.column_names])
+
+
+@torch.inference_mode()
+def infer_logits(
+    model: torch.nn.Module,
+    tokenized: Dataset,
+    collate: DataCollatorWithPadding,
+    max_tokens: int,
+    rank: int = 0,
+    world_size: int = 1,
+    autocast: Any = contextlib.nullcontext,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(row indices, logits) for this rank's share of length-sorted batches, in batch order."""
+    model.eval()
+    device = next(model.parameters()).device
+    sampler = TokenBudgetBatchSampler(tokenized["length"], max_tokens, shuffle=False)
+    inputs = model_inputs(tokenized).remove_columns(
+        [c for c in ("labels",) if c in tokenized.column_names]
+    )
+    indices: list[int] = []
+    outputs: list[np.ndarray] = []
+    for batch_indices in sampler.batches()[rank::world_size]:
+        batch = collate(inputs.__getitems__(batch_indices))
+        with autocast():
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+        outputs.append(logits.float().cpu().numpy())
+        indices += batch_indices
+    width = outputs[0].shape[-1] if outputs else model.config.num_labels
+    return np.asarray(indices, dtype=np.int64), (
+        np.concatenate(outputs) if outputs else np.zeros((0, width), np.float32)
+    )
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model folder, or a run folder holding `model/`."""
+    path = Path(path).expanduser()
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    if (path / "config.json").is_file():
+        return path
+    raise UserError(f"{path}: not a model folder (no config.json) nor a run folder (no model/)")
+
+
+class Predictor:
+    """An exported classifier/regressor with its tokenizer, ready for rows of text."""
+
+    def __init__(self, model_path: str | Path, max_tokens_per_batch: int = 8192) -> None:
+        self.model_dir = resolve_model_dir(model_path)
+        self.meta = read_meta(self.model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.model = AutoModelForSequenceClassification.from_pretrained(self.model_dir)
+        self.model.eval()
+        config = self.model.config
+        if config.problem_type == "regression":
+            self.labels = LabelSpec("regression")
+        else:
+            names = [config.id2label[i] for i in range(config.num_labels)]
+            self.labels = LabelSpec("classification", tuple(names))
+        self.max_length = int(self.meta.get("max_length", 512))
+        self.max_tokens = max(max_tokens_per_batch, self.max_length)
+        self.collate = DataCollatorWithPadding(self.tokenizer)
+
+    def columns_for(self, ds: Dataset, source: str, need_label: bool) -> data.Columns:
+        """The text/pair/label columns the model was trained on, else detected ones."""
+        cfg = DataConfig(
+            text_column=self.meta.get("text_column"),
+            text_pair_column=self.meta.get("text_pair_column"),
+            label_column=self.meta.get("label_column"),
+        )
+        names = set(ds.column_names)
+        if not {cfg.text_column, cfg.text_pair_column} - {None} <= names:
+            cfg = DataConfig()  # a file with other column names: detect them
+        if cfg.label_column not in names:
+            cfg.label_column = None
+        return data.detect_columns(ds, cfg, source, need_label=need_label)
+
+    def logits(self, ds: Dataset, columns: data.Columns) -> np.ndarray:
+        """Logits for every row of `ds`, in input order."""
+        task = SequenceClassification(columns, self.labels)
+        tokenized = ds.map(
+            task.tokenize_function(self.tokenizer, self.max_length),
+            batched=True,
+            remove_columns=ds.column_names,
+        )
+        indices, logits = infer_logits(self.model, tokenized, self.collate, self.max_tokens)
+        ordered = np.empty_like(logits)
+        ordered[indices] = logits
+        return ordered
+
+    def predict(self, ds: Dataset, source: str = "input") -> list[dict[str, Any]]:
+        columns = self.columns_for(ds, source, need_label=False)
+        ds = data.check_texts(ds, columns, source, drop_empty=False)
+        task = SequenceClassification(columns, self.labels)
+        return task.format_predictions(self.logits(ds, columns))
+
+    def predict_texts(self, texts: list[str], pairs: list[str] | None = None) -> list[dict]:
+        rows = {"text": texts} if pairs is None else {"text": texts, "text_pair": pairs}
+        return self.predict(Dataset.from_dict(rows))
+
+    def evaluate(self, ds: Dataset, source: str = "input") -> dict[str, float]:
+        columns = self.columns_for(ds, source, need_label=True)
+        ds = data.check_texts(ds, columns, source, drop_empty=False)
+        ds = encode_labels(ds, columns.label, self.labels, source)
+        task = SequenceClassification(columns, self.labels)
+        logits = self.logits(ds, columns)
+        return {"rows": len(ds), **task.compute_metrics(logits, np.asarray(ds["labels"]))}

@@ -1,0 +1,215 @@
+"""Single-sentence and sentence-pair classification (2..N classes) and regression.
+
+Both use `AutoModelForSequenceClassification`: classification with one logit per class and
+cross-entropy, regression with one output and mean squared error (`problem_type="regression"`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from datasets import ClassLabel, Dataset, Value
+from transformers import PreTrainedTokenizerBase
+
+from tunesmith import metrics
+from tunesmith.data import Columns
+from tunesmith.errors import UserError
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """What the label column holds: class names in id order, or floats (regression)."""
+
+    kind: str  # "classification" or "regression"
+    names: tuple[str, ...] = ()
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.names) if self.kind == "classification" else 1
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.names)) if self.kind == "classification" else {0: "score"}
+
+
+def _rows(indices: list[int]) -> str:
+    return ", ".join(str(i + 1) for i in indices[:10]) + (" ..." if len(indices) > 10 else "")
+
+
+def infer_labels(
+    ds: Dataset, column: str, task: str, label_names: list[str] | None, source: str
+) -> LabelSpec:
+    """Decide classification vs regression and the class names from the training labels."""
+    feature = ds.features[column]
+    values = ds[column]
+    missing = [
+        i for i, v in enumerate(values) if v is None or (isinstance(v, float) and math.isnan(v))
+    ]
+    if missing:
+        raise UserError(
+            f"{source}: column {column} has {len(missing)} empty label(s) (rows {_rows(missing)}); "
+            f"fill or remove those rows"
+        )
+    kinds = {type(v) for v in values}
+    if kinds - {int, float, str, bool}:
+        raise UserError(
+            f"{source}: column {column} holds {sorted(k.__name__ for k in kinds)}; "
+            f"labels must be numbers or names"
+        )
+    if str in kinds and len(kinds) > 1:
+        raise UserError(
+            f"{source}: column {column} mixes label names and numbers; use one kind throughout"
+        )
+    if task == "regression":
+        if str in kinds:
+            raise UserError(f"{source}: task=regression needs numeric labels in column {column}")
+        return LabelSpec("regression")
+    numeric = kinds <= {int, float, bool}
+    if numeric and not all(float(v).is_integer() for v in values):
+        if task == "classification":
+            raise UserError(
+                f"{source}: column {column} has fractional labels; task=classification needs "
+                f"whole numbers or names (or use task=regression)"
+            )
+        return LabelSpec("regression")
+    if len(set(values)) < 2:
+        raise UserError(
+            f"{source}: column {column} holds a single class ({values[0]!r}); classification "
+            f"needs at least two"
+        )
+    if isinstance(feature, ClassLabel):
+        names = list(feature.names)
+    elif numeric:
+        ints = [int(v) for v in values]
+        if min(ints) < 0:
+            raise UserError(f"{source}: column {column} has negative class ids; ids start at 0")
+        names = [str(i) for i in range(max(ints) + 1)]
+    else:
+        names = sorted(set(values))
+    if label_names is not None:
+        if numeric and len(label_names) != len(names):
+            raise UserError(
+                f"label_names has {len(label_names)} names but the labels have {len(names)} ids"
+            )
+        names = label_names if numeric or isinstance(feature, ClassLabel) else names
+    return LabelSpec("classification", tuple(str(n) for n in names))
+
+
+def encode_labels(ds: Dataset, column: str, spec: LabelSpec, source: str) -> Dataset:
+    """Add the `labels` column the model expects: class ids (a ClassLabel) or floats."""
+    values = ds[column]
+    if spec.kind == "regression":
+        bad = [i for i, v in enumerate(values) if not isinstance(v, int | float) or math.isnan(v)]
+        if bad:
+            raise UserError(
+                f"{source}: column {column} has empty or non-numeric labels (rows {_rows(bad)})"
+            )
+        encoded: list[Any] = [float(v) for v in values]
+        feature = Value("float32")
+    else:
+        missing = [
+            i for i, v in enumerate(values) if v is None or (isinstance(v, float) and math.isnan(v))
+        ]
+        if missing:
+            raise UserError(
+                f"{source}: column {column} has {len(missing)} empty label(s) "
+                f"(rows {_rows(missing)}); fill or remove those rows"
+            )
+        index = {name: i for i, name in enumerate(spec.names)}
+        if isinstance(ds.features[column], ClassLabel):
+            names = ds.features[column].names
+            values = [names[v] if v is not None and 0 <= v < len(names) else v for v in values]
+            encoded = [index.get(str(v)) for v in values]
+        elif all(isinstance(v, str) for v in values):
+            encoded = [index.get(v) for v in values]
+        else:
+            encoded = [
+                index.get(v)
+                if isinstance(v, str)  # mixed names and numbers: look names up, not float(name)
+                else int(v)
+                if float(v).is_integer() and 0 <= v < len(spec.names)
+                else None
+                for v in values
+            ]
+        unseen = [i for i, v in enumerate(encoded) if v is None]
+        if unseen:
+            seen = ", ".join(spec.names)
+            raise UserError(
+                f"{source}: label {values[unseen[0]]!r} (rows {_rows(unseen)}) never occurs in "
+                f"the training labels ({seen}); fix the labels or add examples of it to train"
+            )
+        feature = ClassLabel(names=list(spec.names))
+    drop = [c for c in dict.fromkeys([column, "labels"]) if c in ds.column_names]
+    return ds.remove_columns(drop).add_column("labels", encoded, feature=feature)
+
+
+@dataclass(frozen=True)
+class SequenceClassification:
+    """Everything task-specific the engine, evaluate and predict need, as plain functions."""
+
+    columns: Columns
+    labels: LabelSpec
+
+    @property
+    def default_metric(self) -> str:
+        return "accuracy" if self.labels.kind == "classification" else "pearson"
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        if self.labels.kind == "classification":
+            return ("accuracy", "f1", "macro_f1", "mcc")
+        return ("pearson", "spearman", "mse")
+
+    def tokenize_function(self, tokenizer: PreTrainedTokenizerBase, max_length: int):
+        """A batched `Dataset.map` function: truncated input ids (no padding) and lengths."""
+        text, pair = self.columns.text, self.columns.text_pair
+
+        def tokenize(batch: dict[str, list]) -> dict[str, list]:
+            second = batch[pair] if pair else None
+            encoded = tokenizer(batch[text], second, truncation=True, max_length=max_length)
+            encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+            return encoded
+
+        return tokenize
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Head settings for `AutoModelForSequenceClassification.from_pretrained`."""
+        kwargs: dict[str, Any] = {
+            "num_labels": self.labels.num_labels,
+            "id2label": self.labels.id2label,
+            "label2id": {v: k for k, v in self.labels.id2label.items()},
+        }
+        if self.labels.kind == "regression":
+            kwargs["problem_type"] = "regression"
+        else:
+            kwargs["problem_type"] = "single_label_classification"
+        return kwargs
+
+    def predictions(self, logits: np.ndarray) -> np.ndarray:
+        if self.labels.kind == "regression":
+            return logits.reshape(-1)
+        return logits.argmax(-1)
+
+    def compute_metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        predictions = self.predictions(logits)
+        if self.labels.kind == "regression":
+            return metrics.regression_metrics(labels.astype(np.float64), predictions)
+        return metrics.classification_metrics(labels, predictions, self.labels.num_labels)
+
+    def format_predictions(self, logits: np.ndarray) -> list[dict[str, Any]]:
+        """One record per row: the label name and every class's probability (or the score)."""
+        if self.labels.kind == "regression":
+            return [{"label": float(v), "scores": {"score": float(v)}} for v in logits.reshape(-1)]
+        shifted = logits - logits.max(-1, keepdims=True)
+        probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
+        names = self.labels.names
+        return [
+            {
+                "label": names[int(p.argmax())],
+                "scores": {n: float(x) for n, x in zip(names, p, strict=True)},
+            }
+            for p in probs
+        ]

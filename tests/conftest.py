@@ -1,0 +1,96 @@
+"""Shared fixtures: a tiny random BERT and tokenizer built here, and small learnable datasets."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+POSITIVE = ["good", "great", "lovely", "excellent", "happy", "fine"]
+NEGATIVE = ["bad", "awful", "terrible", "sad", "poor", "horrid"]
+FILLER = ["the", "a", "movie", "film", "was", "is", "very", "quite", "plot", "actor", "and", "it"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER, "neutral"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path_factory, monkeypatch):
+    """Keep datasets' and tunesmith's caches out of the user's home."""
+    cache = tmp_path_factory.getbasetemp() / "caches"
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache / "datasets"))
+    monkeypatch.setenv("TUNESMITH_CACHE_DIR", str(cache / "tunesmith"))
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random BERT with a word-level vocabulary, saved like a Hub folder."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(VOCAB)})
+    config = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertForMaskedLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def sentence(rng: random.Random, words: list[str]) -> str:
+    body = [rng.choice(FILLER) for _ in range(rng.randint(2, 8))]
+    body.insert(rng.randrange(len(body) + 1), rng.choice(words))
+    return " ".join(body)
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[dict]:
+    """Single sentences whose label is decided by one sentiment word: learnable in few steps."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["positive", "negative"])
+        rows.append(
+            {"text": sentence(rng, POSITIVE if label == "positive" else NEGATIVE), "label": label}
+        )
+    return rows
+
+
+def pair_rows(n: int, seed: int = 0) -> list[dict]:
+    """Sentence pairs labelled 1 when both carry the same sentiment."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.choice([POSITIVE, NEGATIVE]), rng.choice([POSITIVE, NEGATIVE])
+        rows.append(
+            {"sentence1": sentence(rng, a), "sentence2": sentence(rng, b), "label": int(a is b)}
+        )
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def sentiment_csv(tmp_path) -> tuple[Path, Path]:
+    return (
+        write_csv(tmp_path / "train.csv", sentiment_rows(240, seed=1)),
+        write_csv(tmp_path / "validation.csv", sentiment_rows(60, seed=2)),
+    )
+
+
+@pytest.fixture
+def pair_csv(tmp_path) -> tuple[Path, Path]:
+    return (
+        write_csv(tmp_path / "train.csv", pair_rows(160, seed=3)),
+        write_csv(tmp_path / "validation.csv", pair_rows(40, seed=4)),
+    )
