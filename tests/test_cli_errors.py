@@ -11,6 +11,7 @@ from tunesmith.cli import main
 
 
 def fails(capsys, args: list[str], *expected: str) -> str:
+    capsys.readouterr()  # drop what the test's own setup printed
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("tunesmith: error: ") and "\n" not in err, err
@@ -143,8 +144,8 @@ def test_model_folder_missing(capsys, out, sentiment_csv, tmp_path):
     assert_no_finished_run(out)
 
 
-def test_model_without_classification_head(capsys, out, sentiment_csv, tmp_path):
-    from transformers import CLIPVisionConfig, CLIPVisionModel
+def test_model_without_classification_head(capsys, tiny_model, out, sentiment_csv, tmp_path):
+    from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
 
     folder = tmp_path / "vision"
     CLIPVisionModel(
@@ -157,6 +158,7 @@ def test_model_without_classification_head(capsys, out, sentiment_csv, tmp_path)
             patch_size=4,
         )
     ).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(folder)
     train, _ = sentiment_csv
     fails(
         capsys,

@@ -21,14 +21,22 @@ from tunesmith.errors import UserError
 META_FILE = "tunesmith.json"  # how the exported model was trained: task, columns, max_length
 
 
-def prepare_output_dir(path: Path, overwrite: bool) -> None:
-    """Refuse to silently replace a finished run; clear it when `overwrite` is set."""
-    finished = (path / "metrics.json").exists() or (path / "model").exists()
-    if finished and not overwrite:
+def _holds_run(path: Path) -> bool:
+    return (path / "metrics.json").exists() or (path / "model").exists()
+
+
+def check_output_dir(path: Path, overwrite: bool) -> None:
+    """Refuse to silently replace a finished run (checked before any work starts)."""
+    if _holds_run(path) and not overwrite:
         raise UserError(
             f"output_dir={path} already holds a run; pick another output_dir or set overwrite=true"
         )
-    if finished:
+
+
+def prepare_output_dir(path: Path, overwrite: bool) -> None:
+    """Clear a finished run's files when `overwrite` is set, and create the folder."""
+    check_output_dir(path, overwrite)
+    if _holds_run(path):
         for name in ("model", "metrics.json", "metrics.jsonl", "config.yaml"):
             target = path / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)

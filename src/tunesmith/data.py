@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-from datasets import Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict
 
 from tunesmith.config import DataConfig
 from tunesmith.errors import UserError
@@ -153,10 +153,17 @@ def _load_hub(name: str, subset: str | None) -> dict[str, Dataset]:
     found = {}
     for split, candidates in HUB_SPLIT_NAMES.items():
         for candidate in candidates:
-            if candidate in loaded and len(loaded[candidate]) > 0:
+            if candidate in loaded and len(loaded[candidate]) > 0 and _labelled(loaded[candidate]):
                 found[split] = loaded[candidate]
                 break
     return found
+
+
+def _labelled(ds: Dataset) -> bool:
+    """False for hidden-label splits such as GLUE's test sets, whose labels are all -1."""
+    if "label" not in ds.column_names or not isinstance(ds.features["label"], ClassLabel):
+        return True
+    return max(ds["label"]) >= 0
 
 
 def detect_columns(ds: Dataset, cfg: DataConfig, source: str, need_label: bool = True) -> Columns:

@@ -163,6 +163,7 @@ def evaluate_split(
 def train(cfg: Config) -> dict:
     """Fine-tune as `cfg` says; returns what `output_dir/metrics.json` holds."""
     t = cfg.train
+    checkpoint.check_output_dir(Path(cfg.output_dir), cfg.overwrite)
     AcceleratorState._reset_state()  # a second train() in one process must not inherit settings
     precision, precision_reason = hardware.choose_precision(t.precision, torch.cuda.is_available())
     accelerator = Accelerator(

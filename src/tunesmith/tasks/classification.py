@@ -120,9 +120,8 @@ def encode_labels(ds: Dataset, column: str, spec: LabelSpec, source: str) -> Dat
             )
         index = {name: i for i, name in enumerate(spec.names)}
         if isinstance(ds.features[column], ClassLabel):
-            names = ds.features[column].names
-            values = [names[v] if v is not None and 0 <= v < len(names) else v for v in values]
-            encoded = [index.get(str(v)) for v in values]
+            # Ids as stored: label_names may have renamed the classes, never reordered them.
+            encoded = [v if 0 <= v < len(spec.names) else None for v in values]
         elif all(isinstance(v, str) for v in values):
             encoded = [index.get(v) for v in values]
         else:
