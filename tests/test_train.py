@@ -196,3 +196,42 @@ def test_python_api(tiny_model, sentiment_csv, tmp_path):
     assert "accuracy" in result["validation"]
     assert len(api.predict(tmp_path / "run", validation)) == 60
     assert api.evaluate(tmp_path / "run", validation)["rows"] == 60
+
+
+def test_exported_model_is_the_best_evaluation(tiny_model, sentiment_csv, tmp_path):
+    train, validation = sentiment_csv
+    out = tmp_path / "run"
+    result = run_train(tiny_model, train, validation, out, *LEARN, "train.eval_every_steps=5")
+    evals = [
+        r
+        for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+        if "validation" in r
+    ]
+    assert [r["step"] for r in evals] == list(range(5, 61, 5))
+    best = max(r["validation"]["accuracy"] for r in evals)
+    first_best = next(r["step"] for r in evals if r["validation"]["accuracy"] == best)
+    assert result["best_step"] == first_best
+    assert result["validation"]["accuracy"] == best
+
+
+def test_early_stopping_patience(tiny_model, sentiment_csv, tmp_path):
+    train, validation = sentiment_csv
+    out = tmp_path / "run"
+    result = run_train(
+        tiny_model,
+        train,
+        validation,
+        out,
+        "train.micro_batch_size=16",
+        "train.epochs=20",
+        "train.eval_every_steps=2",
+        "train.early_stopping_patience=1",
+        "train.metric_for_best=mcc",
+    )
+    evals = [
+        r
+        for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+        if "validation" in r
+    ]
+    assert result["train"]["optimizer_steps"] < 300  # stopped long before 20 epochs
+    assert evals[-1]["step"] - result["best_step"] == 2 * 2  # two evaluations without progress

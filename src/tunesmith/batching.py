@@ -64,11 +64,17 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.batch_size = batch_size
         self.epoch = 0
+        self._skip = 0
         self._batches: list[list[int]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
             self.epoch, self._batches = epoch, None
+
+    def skip_batches(self, count: int) -> None:
+        """Start the next pass `count` batches into the epoch: a resume skips here, loading and
+        collating nothing, instead of replaying the batches it already trained on."""
+        self._skip = count
 
     def batches(self) -> list[list[int]]:
         if self._batches is None:
@@ -94,7 +100,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches()
+        skip, self._skip = self._skip, 0
+        yield from self.batches()[skip:]
 
     def __len__(self) -> int:
         return len(self.batches())

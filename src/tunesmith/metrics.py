@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
@@ -38,6 +40,9 @@ def majority_baseline(train_labels: np.ndarray, labels: np.ndarray, num_classes:
 
 
 def is_better(metric: str, value: float, best: float | None) -> bool:
+    """Whether `value` improves on `best`; NaN/inf never does, so a broken model is never kept."""
+    if not math.isfinite(value):
+        return False
     if best is None:
         return True
     return value < best if metric in LOWER_IS_BETTER else value > best

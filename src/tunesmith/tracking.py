@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import matplotlib
@@ -14,11 +15,26 @@ from sklearn.metrics import ConfusionMatrixDisplay
 
 
 class MetricsLog:
-    """Appends one JSON object per logged optimizer step to `metrics.jsonl`."""
+    """Appends one JSON object per logged optimizer step to `metrics.jsonl`.
 
-    def __init__(self, path: Path) -> None:
+    A resumed run keeps the lines up to its checkpoint's step and drops later ones (written after
+    the checkpoint, before the interruption), so every step appears exactly once.
+    """
+
+    def __init__(self, path: Path, keep_through_step: int = 0) -> None:
         self.path = path
         self.records: list[dict] = []
+        if keep_through_step and path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by the interruption
+                    continue
+                if record.get("step", 0) <= keep_through_step:
+                    self.records.append(record)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records), encoding="utf-8")
+        os.replace(tmp, path)
 
     def write(self, record: dict) -> None:
         self.records.append(record)
@@ -44,7 +60,8 @@ def plot_training_curves(records: list[dict], metric: str, path: Path) -> None:
             label=f"validation {metric}",
         )
         ax2.set_ylabel(f"validation {metric}")
-        fig.legend(loc="upper right")
+        lines = ax.get_lines() + ax2.get_lines()
+        ax.legend(lines, [line.get_label() for line in lines], loc="center right")
     ax.set_title("Training")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -1,0 +1,167 @@
+"""Never lose a run: kill, resume, and end exactly where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from tunesmith import checkpoint
+from tunesmith.cli import main
+
+SETTINGS = (
+    "train.micro_batch_size=8",
+    "train.epochs=2",
+    "train.learning_rate=3e-3",
+    "train.logging_steps=1",
+    "checkpoint.every_steps=3",
+    "checkpoint.keep_last=2",
+)
+
+
+def train_args(tiny_model: Path, data: tuple[Path, Path], out: Path) -> list[str]:
+    train, validation = data
+    return [
+        "train",
+        f"model={tiny_model}",
+        f"data.train={train}",
+        f"data.validation={validation}",
+        f"output_dir={out}",
+        *SETTINGS,
+    ]
+
+
+def logged_steps(out: Path) -> list[int]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines]
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tunesmith", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_steps(proc: subprocess.Popen, out: Path, steps: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    jsonl = out / "metrics.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if jsonl.exists() and len(jsonl.read_text().splitlines()) >= steps:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"the run ended or stalled before step {steps}: {proc.poll()}")
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    left, right = load_file(a / "model/model.safetensors"), load_file(b / "model/model.safetensors")
+    assert left.keys() == right.keys()
+    for key in left:
+        assert (left[key] - right[key]).abs().max().item() <= 1e-6, key
+
+
+@pytest.fixture
+def reference(tiny_model, sentiment_csv, tmp_path) -> Path:
+    out = tmp_path / "uninterrupted"
+    assert main(train_args(tiny_model, sentiment_csv, out)) == 0
+    return out
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(
+    tiny_model, sentiment_csv, tmp_path, reference
+):
+    out = tmp_path / "killed"
+    kill_at = random.Random().randint(4, 55)  # any step of the 60, chosen afresh each run
+    proc = start(train_args(tiny_model, sentiment_csv, out))
+    wait_for_steps(proc, out, kill_at)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "metrics.json").exists()
+
+    assert main([*train_args(tiny_model, sentiment_csv, out), "--resume", "auto"]) == 0
+    assert_same_weights(reference, out)
+    assert logged_steps(out) == list(range(1, 61)), f"killed after step {kill_at}"
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert (
+        resumed["validation"] == json.loads((reference / "metrics.json").read_text())["validation"]
+    )
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(
+    tiny_model, sentiment_csv, tmp_path, reference
+):
+    out = tmp_path / "terminated"
+    proc = start(train_args(tiny_model, sentiment_csv, out))
+    wait_for_steps(proc, out, 10)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "--resume auto" in err
+    newest = checkpoint.step_folders(out)[-1]
+    assert checkpoint.verify(newest) is None
+    stopped_at = int(newest.name.removeprefix(checkpoint.STEP_PREFIX))
+    assert logged_steps(out)[-1] == stopped_at  # the signal's step was checkpointed, off-schedule
+
+    assert main([*train_args(tiny_model, sentiment_csv, out), "--resume", "auto"]) == 0
+    assert_same_weights(reference, out)
+
+
+def test_truncated_newest_checkpoint_falls_back_to_previous(
+    tiny_model, sentiment_csv, tmp_path, reference, capsys
+):
+    out = tmp_path / "damaged"
+    proc = start(train_args(tiny_model, sentiment_csv, out))
+    wait_for_steps(proc, out, 20)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    folders = checkpoint.step_folders(out)
+    assert len(folders) == 2  # keep_last=2
+    weights = folders[-1] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert "model.safetensors" in checkpoint.verify(folders[-1])
+
+    assert main([*train_args(tiny_model, sentiment_csv, out), "--resume", "auto"]) == 0
+    printed = capsys.readouterr().out
+    assert f"checkpoint {folders[-1].name} is damaged" in printed
+    assert f"resuming from {folders[-2]}" in printed
+    assert_same_weights(reference, out)
+    assert logged_steps(out) == list(range(1, 61))
+
+
+def test_resume_refuses_a_finished_run(tiny_model, sentiment_csv, reference, capsys):
+    assert main([*train_args(tiny_model, sentiment_csv, reference), "--resume", "auto"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_nonfinite_loss_stops_naming_the_step_or_is_skipped(
+    tiny_model, sentiment_csv, tmp_path, capsys
+):
+    args = [
+        *train_args(tiny_model, sentiment_csv, tmp_path / "nan"),
+        "train.learning_rate=1e30",
+        "train.max_grad_norm=0",
+        "train.warmup_ratio=0",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "loss is nan" in err and "optimizer step" in err and "training rows" in err, err
+    assert not (tmp_path / "nan" / "metrics.json").exists()
+
+    skipped = tmp_path / "skip"
+    args = [a.replace(str(tmp_path / "nan"), str(skipped)) for a in args]
+    assert main([*args, "train.on_nonfinite_loss=skip", "train.max_steps=6"]) == 0
+    result = json.loads((skipped / "metrics.json").read_text())
+    assert result["train"]["skipped_nonfinite_micro_batches"] > 0
+    assert not (skipped / checkpoint.CHECKPOINTS / "best").exists() or all(
+        v == v for v in result["validation"].values()
+    )  # a NaN model is never the best
