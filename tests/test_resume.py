@@ -143,25 +143,57 @@ def test_resume_refuses_a_finished_run(tiny_model, sentiment_csv, reference, cap
     assert "nothing to resume" in capsys.readouterr().err
 
 
-def test_nonfinite_loss_stops_naming_the_step_or_is_skipped(
-    tiny_model, sentiment_csv, tmp_path, capsys
+@pytest.fixture
+def nan_on_third_forward(monkeypatch):
+    """The third training forward pass returns a NaN loss, as a bad batch would."""
+    from transformers import BertForSequenceClassification
+
+    forward = BertForSequenceClassification.forward
+    calls = {"training": 0}
+
+    def patched(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        if self.training:
+            calls["training"] += 1
+            if calls["training"] == 3:
+                out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(BertForSequenceClassification, "forward", patched)
+
+
+def test_nonfinite_loss_stops_naming_the_step(
+    tiny_model, sentiment_csv, tmp_path, capsys, nan_on_third_forward
 ):
+    out = tmp_path / "nan"
+    assert main(train_args(tiny_model, sentiment_csv, out)) == 2
+    err = capsys.readouterr().err
+    assert "loss is nan at optimizer step 3" in err and "training rows" in err, err
+    assert not (out / "metrics.json").exists()
+
+
+def test_nonfinite_loss_skipped_when_asked(
+    tiny_model, sentiment_csv, tmp_path, nan_on_third_forward
+):
+    out = tmp_path / "skip"
+    args = [*train_args(tiny_model, sentiment_csv, out), "train.on_nonfinite_loss=skip"]
+    assert main(args) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["train"]["skipped_nonfinite_micro_batches"] == 1
+    assert result["train"]["optimizer_steps"] == 60
+
+
+def test_a_diverged_model_is_never_kept_or_exported(tiny_model, sentiment_csv, tmp_path, capsys):
+    out = tmp_path / "diverged"
     args = [
-        *train_args(tiny_model, sentiment_csv, tmp_path / "nan"),
+        *train_args(tiny_model, sentiment_csv, out),
         "train.learning_rate=1e30",
         "train.max_grad_norm=0",
         "train.warmup_ratio=0",
+        "train.on_nonfinite_loss=skip",
+        "train.max_steps=6",
     ]
     assert main(args) == 2
-    err = capsys.readouterr().err
-    assert "loss is nan" in err and "optimizer step" in err and "training rows" in err, err
-    assert not (tmp_path / "nan" / "metrics.json").exists()
-
-    skipped = tmp_path / "skip"
-    args = [a.replace(str(tmp_path / "nan"), str(skipped)) for a in args]
-    assert main([*args, "train.on_nonfinite_loss=skip", "train.max_steps=6"]) == 0
-    result = json.loads((skipped / "metrics.json").read_text())
-    assert result["train"]["skipped_nonfinite_micro_batches"] > 0
-    assert not (skipped / checkpoint.CHECKPOINTS / "best").exists() or all(
-        v == v for v in result["validation"].values()
-    )  # a NaN model is never the best
+    assert "NaN/inf" in capsys.readouterr().err
+    assert not checkpoint.best_weights(out).exists()
+    assert not (out / "model").exists() and not (out / "metrics.json").exists()

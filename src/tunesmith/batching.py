@@ -13,10 +13,6 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
-# Rows shuffled together before sorting by length: large enough that batches are nearly free of
-# padding, small enough that each epoch still mixes different rows into each batch.
-POOL_BATCHES = 50
-
 
 def token_budget_batches(
     lengths: Sequence[int] | np.ndarray,
@@ -57,12 +53,16 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         shuffle: bool,
         seed: int = 0,
         batch_size: int | None = None,
+        pool_batches: int = 8,
     ) -> None:
         self.lengths = np.asarray(lengths)
         self.max_tokens = max_tokens
         self.shuffle = shuffle
         self.seed = seed
         self.batch_size = batch_size
+        # Rows are shuffled, then sorted by length within pools of about this many batches: more
+        # means less padding, fewer means more varied batches (full sorting costs accuracy).
+        self.pool_batches = pool_batches
         self.epoch = 0
         self._skip = 0
         self._batches: list[list[int]] | None = None
@@ -91,7 +91,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         if self.batch_size is not None:  # fixed-size batches in random order (the course's way)
             return [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
         mean_rows = max(1, self.max_tokens // max(1, int(self.lengths.mean())))
-        pool = mean_rows * POOL_BATCHES
+        pool = mean_rows * self.pool_batches
         batches: list[list[int]] = []
         for start in range(0, n, pool):
             chunk = order[start : start + pool]

@@ -79,7 +79,8 @@ def read_meta(model_dir: Path) -> dict:
 #
 # output_dir/checkpoints/step-00000120/   model.safetensors  optimizer.pt  scheduler.pt
 #                                         rng.pt  state.json  manifest.json (written last)
-# output_dir/checkpoints/best/            model.safetensors  state.json   (the best evaluation)
+# output_dir/checkpoints/best.safetensors  the weights of the best evaluation (one file, replaced
+#                                         atomically, so there is always exactly one best)
 #
 # Folders are written under a .tmp name, fsynced, and renamed into place; the manifest lists each
 # file's size and sha256, so a truncated or half-copied checkpoint is detected and skipped.
@@ -161,19 +162,23 @@ def save_checkpoint(
     return final
 
 
-def save_best(run_dir: Path, model: torch.nn.Module, state: dict) -> None:
-    root = run_dir / CHECKPOINTS
-    tmp = root / "best.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
-    _seal(tmp, root / "best")
+def best_weights(run_dir: Path) -> Path:
+    return run_dir / CHECKPOINTS / "best.safetensors"
 
 
-def load_weights(model: torch.nn.Module, folder: Path) -> None:
-    missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=True)
-    del missing, unexpected  # strict=True has already raised on either
+def save_best(run_dir: Path, model: torch.nn.Module, step: int) -> None:
+    final = best_weights(run_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(final.name + ".tmp")
+    save_model(model, str(tmp), metadata={"step": str(step)})
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+
+
+def load_weights(model: torch.nn.Module, weights: Path) -> None:
+    """Load a safetensors file into `model`; strict, so a mismatched file raises."""
+    load_model(model, str(weights), strict=True)
 
 
 def step_folders(run_dir: Path) -> list[Path]:

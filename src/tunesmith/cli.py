@@ -1,4 +1,5 @@
-"""`tunesmith train | evaluate | predict | serve | demo`: thin commands over the Python API."""
+"""`tunesmith train | evaluate | predict | serve | demo | report | runs`: thin commands over the
+Python API."""
 
 from __future__ import annotations
 
@@ -120,6 +121,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.output_dir, args.train_samples, args.epochs)
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from tunesmith.report import write_report
+
+    print(write_report(args.run, args.out))
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    from tunesmith.report import find_runs, format_runs
+
+    lines = format_runs(find_runs(args.dir))
+    print("\n".join(lines) if lines else f"no runs in {args.dir}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunesmith", description="Fine-tune pretrained transformers on your own text."
@@ -178,6 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-samples", type=int, default=3000)
     p.add_argument("--epochs", type=float, default=1.0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("report", help="one self-contained HTML page about a finished run")
+    p.add_argument("run", help="a finished run folder (output_dir)")
+    p.add_argument(
+        "--out",
+        help="the .html file to write (default RUN/report.html); its PNGs go to a folder of the "
+        "same name beside it",
+    )
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("runs", help="list finished and unfinished runs, newest first")
+    p.add_argument("dir", nargs="?", default="runs", help="a folder of run folders, or one run")
+    p.set_defaults(func=cmd_runs)
     return parser
 
 

@@ -73,6 +73,9 @@ class TrainConfig:
     micro_batch_size: int | None = None
     # Token budget of a length-bucketed micro-batch (padded tokens counted).
     max_tokens_per_batch: int = 1024
+    # Token-budget batches cut from one shuffled, length-sorted pool of rows: more batches per
+    # pool means less padding, fewer means more varied batches.
+    bucket_pool_batches: int = 8
     # Micro-batches summed into one optimizer step.
     gradient_accumulation_steps: int = 1
     # Clip the gradient's global norm to this value; 0 disables clipping.
@@ -246,6 +249,7 @@ def _validate(cfg: Config) -> list[str]:
         "train.eval_max_tokens_per_batch": t.eval_max_tokens_per_batch,
         "train.gradient_accumulation_steps": t.gradient_accumulation_steps,
         "train.logging_steps": t.logging_steps,
+        "train.bucket_pool_batches": t.bucket_pool_batches,
         "train.micro_batch_size": t.micro_batch_size,
         "train.max_steps": t.max_steps,
         "train.eval_every_steps": t.eval_every_steps,

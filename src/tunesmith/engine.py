@@ -19,7 +19,7 @@ from accelerate.utils import gather_object, set_seed
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import DataCollatorWithPadding
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from tunesmith import checkpoint, hardware, metrics, tracking
 from tunesmith.batching import TokenBudgetBatchSampler, padding_share
@@ -28,7 +28,7 @@ from tunesmith.errors import Interrupted, UserError
 from tunesmith.models import load_sequence_classifier, load_tokenizer
 from tunesmith.optim import build_optimizer, build_scheduler
 from tunesmith.predict import infer_logits, model_inputs
-from tunesmith.preprocess import prepare_data
+from tunesmith.preprocess import PreparedData, prepare_data
 from tunesmith.tasks import SequenceClassification
 
 
@@ -73,6 +73,41 @@ class Progress:
     real_tokens: int = 0
     train_seconds: float = 0.0
     skipped_nonfinite: int = 0
+
+
+@dataclass
+class Run:
+    """What `build` makes once from the config and the loop works with."""
+
+    cfg: Config
+    accelerator: Accelerator
+    tokenizer: PreTrainedTokenizerBase
+    data: PreparedData
+    metric: str  # picks the exported model
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: TokenBudgetBatchSampler
+    train_loader: DataLoader
+    collate: DataCollatorWithPadding
+    steps_per_epoch: int
+    total_steps: int
+    precision: str
+    precision_reason: str
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+    def evaluate(self, ds: Dataset) -> tuple[dict[str, float], np.ndarray]:
+        return evaluate_split(
+            self.accelerator,
+            self.model,
+            self.data.task,
+            ds,
+            self.collate,
+            self.cfg.train.eval_max_tokens_per_batch,
+        )
 
 
 class StopRequest:
@@ -134,8 +169,19 @@ def _config_changes(saved: dict, current: dict, prefix: str = "") -> list[str]:
 
 def train(cfg: Config) -> dict:
     """Fine-tune as `cfg` says; returns what `output_dir/metrics.json` holds."""
-    t, output_dir = cfg.train, Path(cfg.output_dir)
-    resume_from = _resume_point(cfg, output_dir)
+    resume_from = _resume_point(cfg, Path(cfg.output_dir))
+    run = build(cfg, fresh=resume_from is None)
+    progress = restore(run, resume_from) if resume_from else Progress()
+    log = None
+    if run.accelerator.is_main_process:
+        log = tracking.MetricsLog(run.output_dir / "metrics.jsonl", keep_through_step=progress.step)
+    fit(run, progress, log)
+    return finish(run, progress, log)
+
+
+def build(cfg: Config, fresh: bool) -> Run:
+    """Data, model, optimizer and schedule on Accelerate; a fresh run also lays out output_dir."""
+    t = cfg.train
     AcceleratorState._reset_state()  # a second train() in one process must not inherit settings
     precision, precision_reason = hardware.choose_precision(t.precision, torch.cuda.is_available())
     accelerator = Accelerator(
@@ -152,15 +198,19 @@ def train(cfg: Config) -> dict:
             f"train.metric_for_best={metric} is not one of {', '.join(task.metric_names)}"
         )
     model = load_sequence_classifier(cfg.model, **task.model_kwargs())
-    if accelerator.is_main_process and resume_from is None:
-        checkpoint.prepare_output_dir(output_dir, cfg.overwrite)
-        save_config(cfg, output_dir / "config.yaml")
+    if accelerator.is_main_process and fresh:
+        checkpoint.prepare_output_dir(Path(cfg.output_dir), cfg.overwrite)
+        save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     accelerator.wait_for_everyone()
 
     collate = DataCollatorWithPadding(tokenizer)
-    lengths = np.asarray(prepared.train["length"])
     sampler = TokenBudgetBatchSampler(
-        lengths, t.max_tokens_per_batch, shuffle=True, seed=t.seed, batch_size=t.micro_batch_size
+        prepared.train["length"],
+        t.max_tokens_per_batch,
+        shuffle=True,
+        seed=t.seed,
+        batch_size=t.micro_batch_size,
+        pool_batches=t.bucket_pool_batches,
     )
     # Its own generator: the global RNG then drives dropout alone, so a resume replays it exactly.
     train_loader = DataLoader(
@@ -175,31 +225,7 @@ def train(cfg: Config) -> dict:
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
     # Not passed to accelerator.prepare: it would step the schedule once per process per step.
     scheduler = build_scheduler(optimizer, total_steps, t.warmup_ratio)
-    progress = Progress()
-    if resume_from is not None:
-        state, optimizer_state, scheduler_state, rng_states = checkpoint.load_training_state(
-            resume_from
-        )
-        checkpoint.load_weights(accelerator.unwrap_model(model), resume_from)
-        optimizer.load_state_dict(optimizer_state)
-        scheduler.load_state_dict(scheduler_state)
-        checkpoint.restore_rng(rng_states[accelerator.process_index])
-        progress = Progress(**state["progress"])
-        changes = _config_changes(state["config"], config_to_dict(cfg))
-        accelerator.print(
-            f"tunesmith: resuming from {resume_from} at step {progress.step}"
-            + (
-                f"; the current config wins over the checkpoint's: {'; '.join(changes)}"
-                if changes
-                else ""
-            )
-        )
-    log = (
-        tracking.MetricsLog(output_dir / "metrics.jsonl", keep_through_step=progress.step)
-        if accelerator.is_main_process
-        else None
-    )
-    batch_desc = (
+    batch = (
         f"{t.micro_batch_size} rows"
         if t.micro_batch_size
         else f"<= {t.max_tokens_per_batch} tokens"
@@ -207,142 +233,169 @@ def train(cfg: Config) -> dict:
     accelerator.print(
         f"tunesmith: {task.labels.kind}, rows {prepared.summary['rows']}, "
         f"labels {list(task.labels.names)}; precision {precision} ({precision_reason}); "
-        f"micro-batch {batch_desc} x {t.gradient_accumulation_steps} accumulation x "
+        f"micro-batch {batch} x {t.gradient_accumulation_steps} accumulation x "
         f"{accelerator.num_processes} process(es); {total_steps} optimizer steps"
     )
-
-    def save_checkpoint() -> None:
-        rng_states = gather_object([checkpoint.capture_rng()])
-        if accelerator.is_main_process:
-            state = {"progress": dataclasses.asdict(progress), "config": config_to_dict(cfg)}
-            checkpoint.save_checkpoint(
-                output_dir,
-                progress.step,
-                accelerator.unwrap_model(model),
-                optimizer,
-                scheduler,
-                rng_states,
-                state,
-                cfg.checkpoint.keep_last,
-            )
-        accelerator.wait_for_everyone()
-
-    def evaluate_and_keep_best() -> dict[str, float]:
-        scores, _ = evaluate_split(
-            accelerator, model, task, prepared.validation, collate, t.eval_max_tokens_per_batch
-        )
-        if metrics.is_better(metric, scores[metric], progress.best_value):
-            progress.best_value, progress.best_step, progress.stale_evals = (
-                scores[metric],
-                progress.step,
-                0,
-            )
-            if accelerator.is_main_process:  # on disk, so a resumed run still exports the best
-                best = {"step": progress.step, "validation": scores}
-                checkpoint.save_best(output_dir, accelerator.unwrap_model(model), best)
-        else:
-            progress.stale_evals += 1
-        return scores
-
-    running_loss, running_micro = 0.0, 0
-    bar = tqdm(
-        total=total_steps,
-        initial=progress.step,
-        disable=not accelerator.is_main_process,
-        desc="training",
+    return Run(
+        cfg,
+        accelerator,
+        tokenizer,
+        prepared,
+        metric,
+        model,
+        optimizer,
+        scheduler,
+        sampler,
+        train_loader,
+        collate,
+        steps_per_epoch,
+        total_steps,
+        precision,
+        precision_reason,
     )
-    stopped_early = False
+
+
+def restore(run: Run, folder: Path) -> Progress:
+    """Weights, optimizer, schedule, this rank's RNG and the counters of a step folder."""
+    state, optimizer_state, scheduler_state, rng_states = checkpoint.load_training_state(folder)
+    checkpoint.load_weights(run.accelerator.unwrap_model(run.model), folder / "model.safetensors")
+    run.optimizer.load_state_dict(optimizer_state)
+    run.scheduler.load_state_dict(scheduler_state)
+    checkpoint.restore_rng(rng_states[run.accelerator.process_index])
+    progress = Progress(**state["progress"])
+    changes = _config_changes(state["config"], config_to_dict(run.cfg))
+    run.accelerator.print(
+        f"tunesmith: resuming from {folder} at step {progress.step}"
+        + (
+            f"; the current config wins over the checkpoint's: {'; '.join(changes)}"
+            if changes
+            else ""
+        )
+    )
+    return progress
+
+
+def save_checkpoint(run: Run, progress: Progress) -> None:
+    rng_states = gather_object([checkpoint.capture_rng()])  # every rank's generators
+    if run.accelerator.is_main_process:
+        state = {"progress": dataclasses.asdict(progress), "config": config_to_dict(run.cfg)}
+        checkpoint.save_checkpoint(
+            run.output_dir,
+            progress.step,
+            run.accelerator.unwrap_model(run.model),
+            run.optimizer,
+            run.scheduler,
+            rng_states,
+            state,
+            run.cfg.checkpoint.keep_last,
+        )
+    run.accelerator.wait_for_everyone()
+
+
+def evaluate_and_keep_best(run: Run, progress: Progress) -> dict[str, float]:
+    scores, logits = run.evaluate(run.data.validation)
+    # NaN/inf logits still argmax to some class and score; such a model is never the best.
+    finite = bool(np.isfinite(logits).all())
+    if finite and metrics.is_better(run.metric, scores[run.metric], progress.best_value):
+        progress.best_value, progress.best_step = scores[run.metric], progress.step
+        progress.stale_evals = 0
+        if run.accelerator.is_main_process:  # on disk, so a resumed run still exports the best
+            checkpoint.save_best(
+                run.output_dir, run.accelerator.unwrap_model(run.model), progress.step
+            )
+    else:
+        progress.stale_evals += 1
+    return scores
+
+
+def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> None:
+    """The training loop: micro-batches accumulate into optimizer steps; logging, evaluation and
+    checkpoints happen on optimizer-step boundaries only."""
+    t, accelerator, model, optimizer = run.cfg.train, run.accelerator, run.model, run.optimizer
+    every = run.cfg.checkpoint.every_steps
+    running_loss, running_micro, done = 0.0, 0, False
+    bar = tqdm(
+        total=run.total_steps,
+        initial=progress.step,
+        desc="training",
+        disable=not accelerator.is_main_process,
+    )
     with StopRequest() as stop:
-        while progress.step < total_steps and not stopped_early:
-            sampler.set_epoch(progress.epoch)
-            sampler.skip_batches(progress.micro_in_epoch * accelerator.num_processes)
+        while progress.step < run.total_steps and not done:
+            # Through the prepared loader: Accelerate re-sets the sampler's epoch from its own
+            # iteration count when iterating, which after a resume would restart at epoch 0.
+            run.train_loader.set_epoch(progress.epoch)
+            run.sampler.set_epoch(progress.epoch)
+            run.sampler.skip_batches(progress.micro_in_epoch * accelerator.num_processes)
             model.train()
             tick = time.perf_counter()
-            for batch in train_loader:
+            for batch in run.train_loader:
                 with accelerator.accumulate(model):
                     loss = model(**batch).loss
                     if torch.isfinite(loss):
                         accelerator.backward(loss)
+                        running_loss += loss.item()
                     elif t.on_nonfinite_loss == "skip":
                         progress.skipped_nonfinite += 1
                     else:
-                        raise UserError(_nonfinite_message(loss, progress, sampler, accelerator))
+                        raise UserError(_nonfinite_message(loss, progress, run))
                     if accelerator.sync_gradients and t.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-                running_loss += loss.item() if torch.isfinite(loss) else 0.0
                 running_micro += 1
                 progress.micro_in_epoch += 1
                 progress.samples += batch["input_ids"].shape[0]
                 progress.real_tokens += int(batch["attention_mask"].sum())
                 if not accelerator.sync_gradients:
                     continue
-                scheduler.step()
+                run.scheduler.step()
                 progress.step += 1
                 bar.update(1)
                 end_of_epoch = accelerator.gradient_state.end_of_dataloader
                 if end_of_epoch:
                     progress.epoch, progress.micro_in_epoch = progress.epoch + 1, 0
-                last_step = progress.step == total_steps
+                last_step = progress.step == run.total_steps
                 evaluate_now = last_step or (
                     progress.step % t.eval_every_steps == 0 if t.eval_every_steps else end_of_epoch
                 )
                 record: dict = {}
                 if progress.step % t.logging_steps == 0 or evaluate_now:
-                    lr = scheduler.get_last_lr()[0]
                     record = {
                         "step": progress.step,
-                        "epoch": round(progress.step / steps_per_epoch, 4),
+                        "epoch": round(progress.step / run.steps_per_epoch, 4),
                         "loss": running_loss / max(running_micro, 1),
-                        "learning_rate": lr,
+                        "learning_rate": run.scheduler.get_last_lr()[0],
                     }
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+                    bar.set_postfix(
+                        loss=f"{record['loss']:.4f}", lr=f"{record['learning_rate']:.2e}"
+                    )
                     running_loss, running_micro = 0.0, 0
+                progress.train_seconds += (
+                    time.perf_counter() - tick
+                )  # evaluation and saving excluded
                 if evaluate_now:
-                    progress.train_seconds += time.perf_counter() - tick
-                    record["validation"] = evaluate_and_keep_best()
+                    record["validation"] = evaluate_and_keep_best(run, progress)
                     bar.write(f"step {progress.step}: validation {_fmt(record['validation'])}")
                     model.train()
-                    tick = time.perf_counter()
                 if record and log is not None:
                     log.write(record)
-                patience = t.early_stopping_patience
-                early_stop = patience is not None and progress.stale_evals > patience
                 stop_now = _agreed(accelerator, stop.signum)
-                every = cfg.checkpoint.every_steps
                 if (
                     stop_now
                     or (every and progress.step % every == 0)
-                    or (end_of_epoch and cfg.checkpoint.at_epoch_end)
+                    or (end_of_epoch and run.cfg.checkpoint.at_epoch_end)
                 ):
-                    progress.train_seconds += time.perf_counter() - tick
-                    save_checkpoint()
-                    tick = time.perf_counter()
+                    save_checkpoint(run, progress)
                 if stop_now:
                     bar.close()
-                    raise Interrupted(stop.signum or signal.SIGTERM, progress.step, output_dir)
-                if last_step or early_stop:
-                    stopped_early = early_stop
+                    raise Interrupted(stop.signum or signal.SIGTERM, progress.step, run.output_dir)
+                patience = t.early_stopping_patience
+                done = last_step or (patience is not None and progress.stale_evals > patience)
+                tick = time.perf_counter()
+                if done:
                     break
-            else:
-                progress.train_seconds += time.perf_counter() - tick
     bar.close()
-    return _finish(
-        cfg,
-        accelerator,
-        model,
-        tokenizer,
-        prepared,
-        collate,
-        metric,
-        progress,
-        sampler,
-        lengths,
-        log,
-        precision,
-        precision_reason,
-    )
 
 
 def _agreed(accelerator: Accelerator, signum: int) -> bool:
@@ -353,14 +406,10 @@ def _agreed(accelerator: Accelerator, signum: int) -> bool:
     return bool(accelerator.reduce(flag, reduction="sum").item())
 
 
-def _nonfinite_message(
-    loss: torch.Tensor,
-    progress: Progress,
-    sampler: TokenBudgetBatchSampler,
-    accelerator: Accelerator,
-) -> str:
+def _nonfinite_message(loss: torch.Tensor, progress: Progress, run: Run) -> str:
+    accelerator = run.accelerator
     position = progress.micro_in_epoch * accelerator.num_processes + accelerator.process_index
-    rows = sampler.batches()[position] if position < len(sampler) else []
+    rows = run.sampler.batches()[position] if position < len(run.sampler) else []
     shown = ", ".join(str(r + 1) for r in rows[:8]) + (" ..." if len(rows) > 8 else "")
     return (
         f"loss is {loss.item()} at optimizer step {progress.step + 1} (epoch {progress.epoch}, "
@@ -369,57 +418,50 @@ def _nonfinite_message(
     )
 
 
-def _finish(
-    cfg: Config,
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    tokenizer,
-    prepared,
-    collate,
-    metric: str,
-    progress: Progress,
-    sampler: TokenBudgetBatchSampler,
-    lengths: np.ndarray,
-    log: tracking.MetricsLog | None,
-    precision: str,
-    precision_reason: str,
-) -> dict:
+def finish(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> dict:
     """Export the best weights, measure them again, and write the run folder's files."""
-    t, output_dir, task = cfg.train, Path(cfg.output_dir), prepared.task
-    unwrapped = accelerator.unwrap_model(model)
-    best_dir = output_dir / checkpoint.CHECKPOINTS / "best"
-    if (best_dir / "model.safetensors").exists():
-        checkpoint.load_weights(unwrapped, best_dir)
+    accelerator, task, output_dir = run.accelerator, run.data.task, run.output_dir
+    unwrapped = accelerator.unwrap_model(run.model)
+    if checkpoint.best_weights(output_dir).exists():
+        checkpoint.load_weights(unwrapped, checkpoint.best_weights(output_dir))
     # Measured again on the exported weights, so metrics.json describes exactly model/.
-    validation, val_logits = evaluate_split(
-        accelerator, model, task, prepared.validation, collate, t.eval_max_tokens_per_batch
-    )
-    result = {"validation": validation, "best_step": progress.best_step, "metric_for_best": metric}
-    if prepared.test is not None:
-        result["test"], _ = evaluate_split(
-            accelerator, model, task, prepared.test, collate, t.eval_max_tokens_per_batch
+    validation, val_logits = run.evaluate(run.data.validation)
+    if not np.isfinite(val_logits).all():
+        raise UserError(
+            f"the model's outputs are NaN/inf after step {progress.step} and no evaluation was "
+            f"finite, so nothing is exported; lower train.learning_rate or check the data"
         )
+    result = {
+        "validation": validation,
+        "best_step": progress.best_step,
+        "metric_for_best": run.metric,
+    }
+    if run.data.test is not None:
+        result["test"], _ = run.evaluate(run.data.test)
     totals = torch.tensor([progress.samples, progress.real_tokens], device=accelerator.device)
     samples, real_tokens = (int(x) for x in accelerator.reduce(totals, reduction="sum").tolist())
     seconds = max(progress.train_seconds, 1e-9)
+    lengths = np.asarray(run.data.train["length"])
     result.update(
         {
-            "baseline": {"majority_class": prepared.summary.get("majority_baseline")},
+            "baseline": {"majority_class": run.data.summary.get("majority_baseline")},
             "train": {
                 "optimizer_steps": progress.step,
-                "epochs": round(progress.epoch + progress.micro_in_epoch / max(len(sampler), 1), 4),
+                "epochs": round(
+                    progress.epoch + progress.micro_in_epoch / max(len(run.sampler), 1), 4
+                ),
                 "samples": samples,
                 "real_tokens": real_tokens,
                 "seconds": round(progress.train_seconds, 2),
                 "samples_per_second": round(samples / seconds, 2),
                 "real_tokens_per_second": round(real_tokens / seconds, 1),
-                "padding_share": round(padding_share(lengths, sampler.batches()), 4),
+                "padding_share": round(padding_share(lengths, run.sampler.batches()), 4),
                 "skipped_nonfinite_micro_batches": progress.skipped_nonfinite,
                 "processes": accelerator.num_processes,
             },
-            "data": prepared.summary,
-            "precision": precision,
-            "precision_reason": precision_reason,
+            "data": run.data.summary,
+            "precision": run.precision,
+            "precision_reason": run.precision_reason,
             "hardware": hardware.describe(),
         }
     )
@@ -429,14 +471,14 @@ def _finish(
             "text_column": task.columns.text,
             "text_pair_column": task.columns.text_pair,
             "label_column": task.columns.label,
-            "max_length": cfg.data.max_length,
-            "base_model": cfg.model,
+            "max_length": run.cfg.data.max_length,
+            "base_model": run.cfg.model,
         }
-        checkpoint.export_model(unwrapped, tokenizer, output_dir / "model", meta)
-        tracking.plot_training_curves(log.records, metric, output_dir / "training_curves.png")
+        checkpoint.export_model(unwrapped, run.tokenizer, output_dir / "model", meta)
+        tracking.plot_training_curves(log.records, run.metric, output_dir / "training_curves.png")
         if task.labels.kind == "classification":
             tracking.plot_confusion_matrix(
-                np.asarray(prepared.validation["labels"]),
+                np.asarray(run.data.validation["labels"]),
                 task.predictions(val_logits),
                 list(task.labels.names),
                 output_dir / "confusion_matrix.png",

@@ -19,8 +19,8 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith import data, metrics
-from tunesmith.config import Config
-from tunesmith.tasks import SequenceClassification
+from tunesmith.config import Config, DataConfig
+from tunesmith.tasks import LabelSpec, SequenceClassification
 from tunesmith.tasks.classification import encode_labels, infer_labels
 
 
@@ -68,37 +68,41 @@ def tokenize_cached(
     return tokenized, hit
 
 
-def prepare_data(
-    cfg: Config, tokenizer: PreTrainedTokenizerBase, accelerator: Accelerator
-) -> PreparedData:
-    """Raw files -> checked columns and labels -> held-out split -> tokenized, cached splits."""
-    d = cfg.data
+def labelled_splits(
+    d: DataConfig, seed: int, task: str = "auto", label_names: list[str] | None = None
+) -> tuple[dict[str, Dataset], data.Columns, LabelSpec]:
+    """Raw files -> checked columns and labels -> held-out validation -> samples. Training and
+    the run report both call this, so they always see the same rows."""
     splits = data.load_splits(d)
     source = {name: getattr(d, name) or f"data.dataset={d.dataset}[{name}]" for name in splits}
     columns = data.detect_columns(splits["train"], d, source["train"])
     for name, ds in splits.items():
         data.detect_columns(ds, d, source[name])  # the same columns must exist in every split
         splits[name] = data.check_texts(ds, columns, source[name], d.drop_empty)
-    labels = infer_labels(
-        splits["train"], columns.label, cfg.task, cfg.label_names, source["train"]
-    )
+    labels = infer_labels(splits["train"], columns.label, task, label_names, source["train"])
     for name in splits:
         splits[name] = encode_labels(splits[name], columns.label, labels, source[name])
     if "validation" not in splits:
         stratify = "labels" if labels.kind == "classification" else None
         try:
             held = splits["train"].train_test_split(
-                test_size=d.validation_fraction, seed=cfg.train.seed, stratify_by_column=stratify
+                test_size=d.validation_fraction, seed=seed, stratify_by_column=stratify
             )
         except ValueError:  # a class too rare to stratify: fall back to a plain seeded split
-            held = splits["train"].train_test_split(
-                test_size=d.validation_fraction, seed=cfg.train.seed
-            )
+            held = splits["train"].train_test_split(test_size=d.validation_fraction, seed=seed)
         splits["train"], splits["validation"] = held["train"], held["test"]
     for name, limit in (("train", d.max_train_samples), ("validation", d.max_validation_samples)):
         if limit is not None and len(splits[name]) > limit:
-            splits[name] = splits[name].shuffle(seed=cfg.train.seed).select(range(limit))
+            splits[name] = splits[name].shuffle(seed=seed).select(range(limit))
+    return splits, columns, labels
 
+
+def prepare_data(
+    cfg: Config, tokenizer: PreTrainedTokenizerBase, accelerator: Accelerator
+) -> PreparedData:
+    """Labelled splits, tokenized through the on-disk cache, plus a summary for metrics.json."""
+    d = cfg.data
+    splits, columns, labels = labelled_splits(d, cfg.train.seed, cfg.task, cfg.label_names)
     task = SequenceClassification(columns, labels)
     cache_dir = Path(d.cache_dir or default_cache_dir() / "tokenized").expanduser()
     tokenized, hits = {}, []

@@ -1,0 +1,625 @@
+"""`tunesmith report`: one self-contained HTML page about a finished run; `tunesmith runs`.
+
+The page inlines its CSS and figures (base64 PNG data URIs), so it survives being mailed or
+attached as a single file; the figures are also written to a folder beside it. Validation
+predictions are recomputed with the exported model on the data files named in config.yaml, put
+through the same column, label, hold-out and sampling steps as training.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from tunesmith.errors import UserError
+
+# torch, transformers, datasets, matplotlib and scikit-learn are imported inside the report's
+# functions: `tunesmith runs` only reads JSON files and should answer at once, not in 10 s.
+
+CHECKPOINTS, STEP_PREFIX = "checkpoints", "step-"  # as in checkpoint.py, which imports torch
+WORST_EXAMPLES = 10
+TOKEN_LENGTH_SAMPLE = 20_000  # training rows tokenized for the histogram: enough for its shape
+SHOWN_TEXT_CHARS = 400  # longer texts are cut in the examples table to keep it scannable
+SECTIONS = {
+    "config": "Configuration",
+    "data": "Data",
+    "curves": "Training curves",
+    "validation": "Validation results",
+    "worst": "Worst-predicted validation examples",
+    "throughput": "Throughput and hardware",
+}
+
+
+# ---- tunesmith runs ----
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """A run folder: finished (metrics.json) or unfinished (a log or checkpoints only)."""
+
+    path: Path
+    modified: float  # metrics.json's mtime when finished, else the newest log/checkpoint mtime
+    metrics: dict | None  # None for unfinished runs and unreadable metrics.json
+    last_step: int = 0  # unfinished runs: the newest logged or checkpointed step
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / "metrics.json").is_file()
+
+
+def find_runs(directory: str | Path = "runs") -> list[RunEntry]:
+    """DIR itself and its direct subfolders that hold a run, newest first."""
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise UserError(f"{directory}: no such folder")
+    candidates = [directory, *sorted(p for p in directory.iterdir() if p.is_dir())]
+    entries = [entry for entry in map(_run_entry, candidates) if entry is not None]
+    return sorted(entries, key=lambda e: e.modified, reverse=True)
+
+
+def _run_entry(path: Path) -> RunEntry | None:
+    metrics_path = path / "metrics.json"
+    if metrics_path.is_file():
+        try:
+            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            metrics = None
+        return RunEntry(path, metrics_path.stat().st_mtime, metrics)
+    log, checkpoints = path / "metrics.jsonl", path / CHECKPOINTS
+    if not (log.is_file() or checkpoints.is_dir()):
+        return None
+    steps = [r["step"] for r in read_log(log) if isinstance(r.get("step"), int)]
+    touched = [p.stat().st_mtime for p in (log, checkpoints) if p.exists()]
+    if checkpoints.is_dir():
+        for folder in checkpoints.iterdir():
+            if folder.name.startswith(STEP_PREFIX) and folder.name[len(STEP_PREFIX) :].isdigit():
+                steps.append(int(folder.name[len(STEP_PREFIX) :]))
+                touched.append(folder.stat().st_mtime)
+    return RunEntry(path, max(touched), None, max(steps, default=0))
+
+
+def read_log(path: Path) -> list[dict]:
+    """metrics.jsonl's records; a line cut short by a crash is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def format_runs(entries: list[RunEntry]) -> list[str]:
+    """One aligned line per run: path, task, best metric, test, steps, finish time."""
+    rows = []
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.modified))
+        if not e.finished:
+            rows.append([str(e.path), f"unfinished (last step {e.last_step})", "", "", "", when])
+        elif e.metrics is None:
+            rows.append([str(e.path), "unreadable metrics.json", "", "", "", when])
+        else:
+            m = e.metrics
+            metric = m.get("metric_for_best", "")
+            value = m.get("validation", {}).get(metric)
+            test = m.get("test", {}).get(metric)
+            rows.append(
+                [
+                    str(e.path),
+                    m.get("data", {}).get("task", ""),
+                    f"{metric}={value:.4f}" if value is not None else metric,
+                    f"test={test:.4f}" if test is not None else "",
+                    f"{m.get('train', {}).get('optimizer_steps', '?')} steps",
+                    when,
+                ]
+            )
+    widths = [max((len(row[i]) for row in rows), default=0) for i in range(6)]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+# ---- tunesmith report ----
+
+
+@dataclass
+class Run:
+    path: Path
+    metrics: dict
+    records: list[dict]  # metrics.jsonl
+    config: dict  # config.yaml, as plain YAML: readable even if config keys changed since
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise UserError(f"{path}: no such folder")
+    if not (path / "metrics.json").is_file():
+        raise UserError(f"{path}: not a finished run (no metrics.json)")
+    metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    config_path = path / "config.yaml"
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+    return Run(path, metrics, read_log(path / "metrics.jsonl"), config or {})
+
+
+@dataclass
+class Splits:
+    """The raw splits as training saw them, with a `labels` column, and their text columns."""
+
+    datasets: dict[str, Any]  # split name -> datasets.Dataset
+    columns: Any  # data.Columns
+
+
+def load_splits(run: Run) -> Splits:
+    """The run's labelled splits, made by the very function training used."""
+    from tunesmith.config import DataConfig, TrainConfig
+    from tunesmith.preprocess import labelled_splits
+
+    known = {f.name for f in fields(DataConfig)}
+    d = DataConfig(**{k: v for k, v in run.config.get("data", {}).items() if k in known})
+    seed = run.config.get("train", {}).get("seed", TrainConfig.seed)
+    splits, columns, _ = labelled_splits(
+        d, seed, run.config.get("task", "auto"), run.config.get("label_names")
+    )
+    return Splits({n: splits[n] for n in ("train", "validation", "test") if n in splits}, columns)
+
+
+class Figures:
+    """Writes each figure as a PNG into a folder and returns it inlined as an <img> tag."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def add(self, name: str, plot: Callable[[Path], None], alt: str) -> str:
+        path = self.folder / f"{name}.png"
+        plot(path)
+        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report page (default RUN/report.html) and its PNGs (RUN/report/); returns the
+    page's path."""
+    from tunesmith.predict import Predictor
+
+    run = load_run(run_dir)
+    out_path = Path(out).expanduser() if out else run.path / "report.html"
+    if out_path.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"--out {out_path}: give an .html file (its figures go to a folder beside)")
+    figures = Figures(out_path.with_suffix(""))
+    predictor = Predictor(run.path)
+    try:
+        splits, data_problem = load_splits(run), None
+    except UserError as e:  # files moved or gone: report what metrics.json and the log hold
+        splits, data_problem = None, str(e)
+    body = [
+        _summary(run),
+        _nav(),
+        _section("config", _config(run.config)),
+        _section("data", _data(run, predictor, splits, data_problem, figures)),
+        _section("curves", _curves(run, figures)),
+    ]
+    validation, worst = _predictions(run, predictor, splits, data_problem, figures)
+    body += [
+        _section("validation", validation),
+        _section("worst", worst),
+        _section("throughput", _throughput(run.metrics)),
+    ]
+    page = PAGE.format(title=html.escape(f"tunesmith report: {run.path}"), body="\n".join(body))
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out_path)
+    return out_path
+
+
+# ---- sections ----
+
+
+def _summary(run: Run) -> str:
+    m = run.metrics
+    metric = m.get("metric_for_best", "")
+    baseline = (m.get("baseline") or {}).get("majority_class") or {}
+    finished = time.localtime((run.path / "metrics.json").stat().st_mtime)
+
+    def score(value: float | None) -> str | None:
+        return None if value is None else f"{value:.4f}"
+
+    rows = [
+        ("run folder", str(run.path.resolve())),
+        ("model", str(run.config.get("model", "?"))),
+        ("task", m.get("data", {}).get("task", "?")),
+        (f"validation {metric}", score(m.get("validation", {}).get(metric))),
+        (f"test {metric}", score(m.get("test", {}).get(metric))),
+        (f"majority-class baseline {metric}", score(baseline.get(metric))),
+        (
+            "best step / steps",
+            f"{m.get('best_step')} / {m.get('train', {}).get('optimizer_steps')}",
+        ),
+        ("finished", time.strftime("%Y-%m-%d %H:%M", finished)),
+    ]
+    return f"<h1>tunesmith report: {html.escape(run.path.resolve().name)}</h1>\n" + _table(
+        ["", ""], [r for r in rows if r[1] is not None], show_header=False
+    )
+
+
+def _nav() -> str:
+    links = " · ".join(f'<a href="#{key}">{title}</a>' for key, title in SECTIONS.items())
+    return f"<nav>{links}</nav>"
+
+
+def _section(key: str, content: str) -> str:
+    return f'<section id="{key}">\n<h2>{SECTIONS[key]}</h2>\n{content}\n</section>'
+
+
+def _config(config: dict) -> str:
+    """One key/value table per config group (top-level keys, data, train, ...), side by side."""
+    groups: dict[str, list[tuple[str, str]]] = {"run": []}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            groups[key] = [(k, _config_value(v)) for k, v in value.items()]
+        else:
+            groups["run"].append((key, _config_value(value)))
+    tables = [
+        f"<div><h3>{html.escape(name)}</h3>{_table(['key', 'value'], rows)}</div>"
+        for name, rows in groups.items()
+        if rows
+    ]
+    return f'<div class="grid">{"".join(tables)}</div>'
+
+
+def _config_value(value: Any) -> str:
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return yaml.safe_dump(value).removesuffix("\n...\n").strip()  # null, true, 5e-3 as in YAML
+
+
+def _data(
+    run: Run, predictor: Any, splits: Splits | None, problem: str | None, figures: Figures
+) -> str:
+    from tunesmith import tracking
+
+    info = run.metrics.get("data", {})
+    rows_then = info.get("rows", {})
+    columns = info.get("columns", {})
+    used = ", ".join(f"{k}={v}" for k, v in columns.items() if v)
+    padding = run.metrics.get("train", {}).get("padding_share")
+    parts = [
+        _p(f"Columns: {used}. Tokenization: {info.get('tokenization', '?')}."),
+    ]
+    if padding is not None:
+        parts.append(
+            _p(f"Padding share: {padding:.1%} of the tokens in training batches were padding.")
+        )
+    if splits is None:
+        parts.append(_table(["split", "rows"], list(rows_then.items())))
+        parts.append(_note(f"The data files could not be read now, so no distributions: {problem}"))
+        return "\n".join(parts)
+    ds = splits.datasets
+    changed = [n for n in ds if n in rows_then and rows_then[n] != len(ds[n])]
+    if changed:
+        now = ", ".join(f"{n} {len(ds[n])} (then {rows_then[n]})" for n in changed)
+        parts.append(
+            _note(
+                f"The data files changed since training (rows now: {now}); the figures below "
+                f"describe the files as they are now."
+            )
+        )
+    labels = {name: np.asarray(split["labels"]) for name, split in ds.items()}
+    if predictor.labels.kind == "classification":
+        names = list(predictor.labels.names)
+        counts = {n: np.bincount(v, minlength=len(names)) for n, v in labels.items()}
+        header = ["split", "rows", *names]
+        parts.append(_table(header, [[n, len(ds[n]), *(int(c) for c in counts[n])] for n in ds]))
+        parts.append(
+            figures.add(
+                "label_distribution",
+                lambda p: tracking.plot_label_distribution(counts, names, p),
+                "label distribution per split",
+            )
+        )
+    else:
+        header = ["split", "rows", "mean", "std", "min", "max"]
+        stats = [
+            [n, len(ds[n]), float(v.mean()), float(v.std()), float(v.min()), float(v.max())]
+            for n, v in labels.items()
+        ]
+        parts.append(_table(header, stats))
+        parts.append(
+            figures.add(
+                "label_distribution",
+                lambda p: tracking.plot_value_histograms(labels, p),
+                "label values per split",
+            )
+        )
+    lengths = _token_lengths(ds["train"], splits.columns, predictor.tokenizer)
+    sampled = (
+        f" (a seeded sample of {len(ds['train']):,})" if len(lengths) < len(ds["train"]) else ""
+    )
+    cut = (lengths > predictor.max_length).mean()
+    parts.append(
+        _p(
+            f"Token lengths of {len(lengths):,} training rows{sampled}: median "
+            f"{np.median(lengths):.0f}, 95th percentile {np.percentile(lengths, 95):.0f}, longest "
+            f"{lengths.max()}; {cut:.1%} are cut at max_length={predictor.max_length}."
+        )
+    )
+    parts.append(
+        figures.add(
+            "token_lengths",
+            lambda p: tracking.plot_token_lengths(lengths, predictor.max_length, p),
+            "token length histogram",
+        )
+    )
+    return "\n".join(parts)
+
+
+def _token_lengths(train: Any, columns: Any, tokenizer: Any) -> np.ndarray:
+    """Untruncated token counts (special tokens included), so the cut at max_length shows."""
+    if len(train) > TOKEN_LENGTH_SAMPLE:
+        keep = np.random.default_rng(0).choice(len(train), TOKEN_LENGTH_SAMPLE, replace=False)
+        train = train.select(np.sort(keep))
+    texts = [str(t) for t in train[columns.text]]
+    pairs = [str(t) for t in train[columns.text_pair]] if columns.text_pair else None
+    encoded = tokenizer(texts, pairs, truncation=False, verbose=False)
+    return np.asarray([len(ids) for ids in encoded["input_ids"]])
+
+
+def _curves(run: Run, figures: Figures) -> str:
+    from tunesmith import tracking
+
+    records = [r for r in run.records if "step" in r]
+    if not records:
+        return _note("metrics.jsonl holds no logged steps.")
+    parts = [
+        figures.add(
+            "training_curves",
+            lambda p: tracking.plot_loss_and_learning_rate(records, p),
+            "training loss and learning rate",
+        )
+    ]
+    if any("validation" in r for r in records):
+        parts.append(
+            figures.add(
+                "validation_metrics",
+                lambda p: tracking.plot_validation_metrics(records, p),
+                "validation metrics per step",
+            )
+        )
+    else:
+        parts.append(_note("No evaluation was logged during training."))
+    return "\n".join(parts)
+
+
+def _metrics_table(m: dict) -> str:
+    validation, test = m.get("validation", {}), m.get("test")
+    baseline = (m.get("baseline") or {}).get("majority_class")
+    header = [
+        "metric",
+        "validation",
+        *(["test"] if test else []),
+        *(["majority baseline"] if baseline else []),
+    ]
+    rows = [
+        [
+            name,
+            value,
+            *([test.get(name)] if test else []),
+            *([baseline.get(name)] if baseline else []),
+        ]
+        for name, value in validation.items()
+    ]
+    return _table(header, rows)
+
+
+def _predictions(
+    run: Run, predictor: Any, splits: Splits | None, problem: str | None, figures: Figures
+) -> tuple[str, str]:
+    """The 'Validation results' and 'Worst-predicted validation examples' sections."""
+    from tunesmith import metrics, tracking
+
+    parts = [_metrics_table(run.metrics)]
+    if splits is None:
+        note = _note(f"Predictions need the validation data, which could not be read: {problem}")
+        return "\n".join([*parts, note]), note
+    val, columns = splits.datasets["validation"], splits.columns
+    labels = np.asarray(val["labels"])
+    logits = predictor.logits(val, columns)
+    texts = [[str(t) for t in val[c]] for c in columns.texts]
+    text_headers = ["text", "text pair"][: len(columns.texts)]
+    if predictor.labels.kind == "classification":
+        names = list(predictor.labels.names)
+        shifted = np.exp(logits - logits.max(-1, keepdims=True))
+        probs = shifted / shifted.sum(-1, keepdims=True)
+        predictions = probs.argmax(-1)
+        recomputed = metrics.classification_metrics(labels, predictions, len(names))
+        parts.append(
+            figures.add(
+                "confusion_matrix",
+                lambda p: tracking.plot_confusion_matrix(labels, predictions, names, p),
+                "validation confusion matrix",
+            )
+        )
+        parts.append(_per_class_table(labels, predictions, names))
+        true_prob = probs[np.arange(len(labels)), labels]
+        order = np.argsort(true_prob, kind="stable")[:WORST_EXAMPLES]
+        worst_header = [*text_headers, "true label", "predicted", "p(true)", "p(predicted)"]
+        worst_rows = [
+            [
+                *(_shorten(t[i]) for t in texts),
+                names[labels[i]],
+                names[predictions[i]],
+                float(true_prob[i]),
+                float(probs[i, predictions[i]]),
+            ]
+            for i in order
+        ]
+        explain = (
+            f"The {len(order)} validation rows with the lowest probability on their true class."
+        )
+    else:
+        predictions = logits.reshape(-1)
+        recomputed = metrics.regression_metrics(labels.astype(np.float64), predictions)
+        parts.append(
+            figures.add(
+                "predictions",
+                lambda p: tracking.plot_regression_scatter(labels, predictions, p),
+                "predicted against true values",
+            )
+        )
+        parts.append(_p("A regression run: no confusion matrix or per-class table."))
+        errors = np.abs(predictions - labels)
+        order = np.argsort(-errors, kind="stable")[:WORST_EXAMPLES]
+        worst_header = [*text_headers, "true value", "predicted", "absolute error"]
+        worst_rows = [
+            [
+                *(_shorten(t[i]) for t in texts),
+                float(labels[i]),
+                float(predictions[i]),
+                float(errors[i]),
+            ]
+            for i in order
+        ]
+        explain = f"The {len(order)} validation rows with the largest absolute error."
+    metric = run.metrics.get("metric_for_best", "")
+    then = run.metrics.get("validation", {}).get(metric)
+    if then is not None and abs(recomputed.get(metric, then) - then) > 1e-3:
+        parts.insert(
+            1,
+            _note(
+                f"Recomputed now, validation {metric} is {recomputed[metric]:.4f}, not {then:.4f} "
+                f"as at training time: the data files or the model changed since."
+            ),
+        )
+    worst = _p(explain) + "\n" + _table(worst_header, worst_rows, css="examples")
+    return "\n".join(parts), worst
+
+
+def _per_class_table(labels: np.ndarray, predictions: np.ndarray, names: list[str]) -> str:
+    from sklearn.metrics import classification_report
+
+    report = classification_report(
+        labels,
+        predictions,
+        labels=list(range(len(names))),
+        target_names=names,
+        output_dict=True,
+        zero_division=0,
+    )
+    rows = [
+        [name, r["precision"], r["recall"], r["f1-score"], int(r["support"])]
+        for name, r in report.items()
+        if isinstance(r, dict)
+    ]
+    return "<h3>Per class</h3>\n" + _table(["class", "precision", "recall", "F1", "support"], rows)
+
+
+def _throughput(m: dict) -> str:
+    t, hw = m.get("train", {}), m.get("hardware", {})
+    speed = [
+        ("samples per second", t.get("samples_per_second")),
+        ("real tokens per second", t.get("real_tokens_per_second")),
+        ("training seconds", t.get("seconds")),
+        ("optimizer steps", t.get("optimizer_steps")),
+        ("epochs", t.get("epochs")),
+        ("samples", t.get("samples")),
+        ("real tokens", t.get("real_tokens")),
+        ("padding share", f"{t['padding_share']:.1%}" if "padding_share" in t else None),
+        ("processes", t.get("processes")),
+    ]
+    machine = [
+        ("precision", m.get("precision")),
+        ("why", m.get("precision_reason")),
+        ("CPU", hw.get("cpu")),
+        ("CPU threads", str(hw["cpu_count"]) if "cpu_count" in hw else None),
+        ("CPU flags", ", ".join(hw.get("cpu_flags", [])) or None),
+        ("GPU", hw.get("gpu", "none")),
+        ("torch", hw.get("torch")),
+    ]
+    return '<div class="grid">{}{}</div>'.format(
+        _table(["training", ""], [r for r in speed if r[1] is not None], css="numbers"),
+        _table(["hardware", ""], [r for r in machine if r[1] is not None]),
+    )
+
+
+# ---- HTML pieces; every piece of run or user text goes through html.escape here ----
+
+
+def _p(text: str) -> str:
+    return f"<p>{html.escape(text)}</p>"
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= SHOWN_TEXT_CHARS else text[:SHOWN_TEXT_CHARS] + " …"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "<td>—</td>"
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        return f"<td>{html.escape(str(value))}</td>"
+    if isinstance(value, int | np.integer):
+        return f'<td class="num">{value:,}</td>'
+    return (
+        f'<td class="num">{value:.4f}</td>'
+        if abs(value) < 10
+        else f'<td class="num">{value:,.1f}</td>'
+    )
+
+
+def _table(columns: list[str], rows: list, show_header: bool = True, css: str = "") -> str:
+    """Rows of values: text escaped and left-aligned, numbers right-aligned, None as a dash.
+    css: "examples" (full width, long texts wrap) or "numbers" (values right-aligned)."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns) if show_header else ""
+    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>\n" for row in rows)
+    table = f'<table class="{css}">' if css else "<table>"
+    return table + (f"<thead><tr>{head}</tr></thead>" if head else "") + body + "</table>"
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+  color: #222; line-height: 1.45; }}
+h1 {{ font-size: 1.6em; }}
+h2 {{ border-bottom: 2px solid #ddd; padding-bottom: .2em; margin-top: 2em; }}
+h3 {{ font-size: 1em; margin: .8em 0 .3em; }}
+nav a {{ color: #2a5db0; }}
+table {{ border-collapse: collapse; margin: .5em 0 1em; font-size: .92em; }}
+th, td {{ border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }}
+th {{ background: #f3f3f3; }}
+tr:nth-child(even) td {{ background: #fafafa; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
+table.examples {{ width: 100%; }}
+table.examples td {{ overflow-wrap: anywhere; }}
+table.numbers td + td {{ text-align: right; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 0 2em; align-items: flex-start; }}
+img {{ max-width: 100%; display: block; margin: .5em 0 1em; }}
+.note {{ background: #fff6d6; border-left: 4px solid #e0b800; padding: .4em .8em; }}
+</style>
+</head>
+<body>
+{body}
+</body>
+</html>
+"""

@@ -1,0 +1,215 @@
+"""`tunesmith report` and `tunesmith runs` on real tiny runs."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import sentiment_rows, write_csv
+
+from tunesmith.cli import main
+from tunesmith.errors import UserError
+from tunesmith.report import SECTIONS, write_report
+
+HEADINGS = list(SECTIONS.values())
+
+
+@pytest.fixture(scope="module")
+def isolated_caches(tmp_path_factory):
+    """conftest's cache isolation, for module-scoped fixtures (built before its autouse one)."""
+    cache = tmp_path_factory.getbasetemp() / "caches"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_DATASETS_CACHE", str(cache / "datasets"))
+        mp.setenv("TUNESMITH_CACHE_DIR", str(cache / "tunesmith"))
+        mp.setenv("TOKENIZERS_PARALLELISM", "false")
+        yield
+
+
+def train(model: Path, train_csv: Path, validation_csv: Path, out: Path, *extra: str) -> Path:
+    args = [
+        "train",
+        f"model={model}",
+        f"data.train={train_csv}",
+        f"data.validation={validation_csv}",
+        f"output_dir={out}",
+        "train.micro_batch_size=16",
+        "train.learning_rate=5e-3",
+        *extra,
+    ]
+    assert main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def classification_run(tiny_model, tmp_path_factory, isolated_caches) -> Path:
+    folder = tmp_path_factory.mktemp("classification")
+    return train(
+        tiny_model,
+        write_csv(folder / "train.csv", sentiment_rows(240, seed=1)),
+        write_csv(folder / "validation.csv", sentiment_rows(60, seed=2)),
+        folder / "run",
+        "train.epochs=2",
+        "train.eval_every_steps=5",
+    )
+
+
+@pytest.fixture(scope="module")
+def classification_report(classification_run) -> str:
+    assert main(["report", str(classification_run)]) == 0
+    return (classification_run / "report.html").read_text(encoding="utf-8")
+
+
+def section(page: str, key: str) -> str:
+    return re.search(rf'<section id="{key}">(.*?)</section>', page, re.S).group(1)
+
+
+def table_rows(fragment: str) -> list[list[str]]:
+    """Cell texts (still HTML-escaped) of a table's body rows."""
+    rows = re.findall(r"<tr>(.*?)</tr>", fragment)
+    return [cells for row in rows if (cells := re.findall(r"<td[^>]*>(.*?)</td>", row))]
+
+
+def assert_self_contained(page: str) -> None:
+    assert not re.search(r"https?://", page)
+    assert all(
+        src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]*)"', page)
+    )
+    assert all(href.startswith("#") for href in re.findall(r'href="([^"]*)"', page))
+    assert "<link" not in page and "<script" not in page
+
+
+def test_report_is_one_self_contained_page(classification_run, classification_report):
+    page = classification_report
+    assert_self_contained(page)
+    for heading in HEADINGS:
+        assert f"<h2>{html.escape(heading)}</h2>" in page
+    assert page.count('src="data:image/png;base64,') >= 4
+    pngs = {p.name for p in (classification_run / "report").iterdir()}
+    assert {"label_distribution.png", "token_lengths.png", "confusion_matrix.png"} <= pngs
+    assert "<th>precision</th>" in section(page, "validation")  # the per-class table
+    assert "Padding share" in section(page, "data")
+
+
+def test_worst_examples_are_real_validation_texts(classification_run, classification_report):
+    rows = table_rows(section(classification_report, "worst"))
+    validation = {html.escape(row["text"]): row["label"] for row in sentiment_rows(60, seed=2)}
+    assert len(rows) == 10
+    assert all(validation[row[0]] == row[1] for row in rows)  # text and true label as in the file
+    p_true = [float(row[3]) for row in rows]
+    assert p_true == sorted(p_true)  # lowest probability on the true class first
+
+
+def test_user_text_is_escaped_and_changed_data_noted(classification_run, tmp_path):
+    run = shutil.copytree(classification_run, tmp_path / "run")
+    rows = [{"text": "<script>alert(1)</script> bad movie", "label": "negative"}]
+    rows += [{"text": f'a "good" film & <b>{i}</b>', "label": "positive"} for i in range(5)]
+    validation = write_csv(tmp_path / "validation.csv", rows)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"]["validation"] = str(validation)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+
+    page = write_report(run).read_text(encoding="utf-8")
+    assert "<script" not in page and "<b>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; bad movie" in page
+    assert "changed since training" in page
+
+
+def test_missing_data_files_still_give_a_report(classification_run, tmp_path):
+    run = shutil.copytree(classification_run, tmp_path / "run")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"]["validation"] = str(tmp_path / "moved.csv")
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+
+    page = write_report(run).read_text(encoding="utf-8")
+    assert f"{tmp_path / 'moved.csv'}: no such file or folder" in section(page, "worst")
+    accuracy = json.loads((run / "metrics.json").read_text())["validation"]["accuracy"]
+    assert f">{accuracy:.4f}</td>" in section(page, "validation")  # from metrics.json
+    assert "data:image/png;base64," in section(page, "curves")  # from metrics.jsonl
+
+
+@pytest.fixture(scope="module")
+def regression_run(tiny_model, tmp_path_factory, isolated_caches) -> Path:
+    folder = tmp_path_factory.mktemp("regression")
+    rng = random.Random(5)
+
+    def scored(rows: list[dict]) -> list[dict]:
+        # Fractional labels make the task a regression.
+        base = {"positive": 0.8, "negative": 0.2}
+        return [
+            {"text": r["text"], "label": round(base[r["label"]] + rng.uniform(-0.1, 0.1), 3)}
+            for r in rows
+        ]
+
+    return train(
+        tiny_model,
+        write_csv(folder / "train.csv", scored(sentiment_rows(48, seed=3))),
+        write_csv(folder / "validation.csv", scored(sentiment_rows(16, seed=4))),
+        folder / "run",
+        "train.epochs=1",
+        "train.eval_every_steps=1",
+    )
+
+
+def test_regression_run_skips_classification_parts(regression_run):
+    out = regression_run / "elsewhere" / "page.html"
+    out.parent.mkdir()
+    assert main(["report", str(regression_run), "--out", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert_self_contained(page)
+    for heading in HEADINGS:
+        assert f"<h2>{html.escape(heading)}</h2>" in page
+    assert page.count('src="data:image/png;base64,') >= 4
+    assert "confusion" not in {p.stem for p in (out.parent / "page").iterdir()}
+    assert "<th>absolute error</th>" in section(page, "worst")
+    assert "pearson" in section(page, "validation")
+
+
+def stopped_run(folder: Path, classification_run: Path, last_step: int) -> Path:
+    """A run interrupted after `last_step`: its log and a checkpoint, no metrics.json."""
+    folder.mkdir(parents=True)
+    shutil.copy(classification_run / "metrics.jsonl", folder / "metrics.jsonl")
+    (folder / "checkpoints" / f"step-{last_step:08d}").mkdir(parents=True)
+    return folder
+
+
+def test_unfinished_run_is_a_one_line_user_error(classification_run, tmp_path, capsys):
+    run = stopped_run(tmp_path / "stopped", classification_run, 40)
+    with pytest.raises(UserError, match=r"stopped: not a finished run \(no metrics.json\)"):
+        write_report(run)
+    assert main(["report", str(run)]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_runs_lists_finished_and_unfinished_newest_first(classification_run, tmp_path, capsys):
+    finished = shutil.copytree(classification_run, tmp_path / "runs" / "finished")
+    stopped = stopped_run(tmp_path / "runs" / "stopped", classification_run, 40)
+    (tmp_path / "runs" / "notes").mkdir()  # not a run: left out
+    later = (finished / "metrics.json").stat().st_mtime + 60
+    os.utime(stopped / "metrics.jsonl", (later, later))
+
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    metrics = json.loads((finished / "metrics.json").read_text())
+    assert len(lines) == 2
+    assert lines[0].startswith(str(stopped)) and "unfinished (last step 40)" in lines[0]
+    assert lines[1].split()[:3] == [
+        str(finished),
+        "classification",
+        f"accuracy={metrics['validation']['accuracy']:.4f}",
+    ]
+    assert f"{metrics['train']['optimizer_steps']} steps" in lines[1]
+
+    assert main(["runs", str(finished)]) == 0  # a run folder itself
+    assert capsys.readouterr().out.startswith(str(finished))
+
+
+def test_runs_of_a_missing_folder_is_a_user_error(tmp_path, capsys):
+    assert main(["runs", str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
