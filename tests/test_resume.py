@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from tunesmith import checkpoint
@@ -197,3 +198,18 @@ def test_a_diverged_model_is_never_kept_or_exported(tiny_model, sentiment_csv, t
     assert "NaN/inf" in capsys.readouterr().err
     assert not checkpoint.best_weights(out).exists()
     assert not (out / "model").exists() and not (out / "metrics.json").exists()
+
+
+def test_out_of_memory_names_the_budget_to_lower(
+    tiny_model, sentiment_csv, tmp_path, capsys, monkeypatch
+):
+    from transformers import BertForSequenceClassification
+
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(BertForSequenceClassification, "forward", out_of_memory)
+    assert main([*train_args(tiny_model, sentiment_csv, tmp_path / "oom")]) == 2
+    err = capsys.readouterr().err
+    assert "out of memory at optimizer step 1" in err
+    assert "train.micro_batch_size (now 8)" in err and "gradient_accumulation_steps" in err

@@ -235,3 +235,19 @@ def test_early_stopping_patience(tiny_model, sentiment_csv, tmp_path):
     ]
     assert result["train"]["optimizer_steps"] < 300  # stopped long before 20 epochs
     assert evals[-1]["step"] - result["best_step"] == 2 * 2  # two evaluations without progress
+
+
+def test_truncation_is_counted_and_reported(tiny_model, sentiment_csv, tmp_path, capsys):
+    train, validation = sentiment_csv
+    result = run_train(
+        tiny_model,
+        train,
+        validation,
+        tmp_path / "run",
+        "train.max_steps=1",
+        "data.max_length=6",
+        "train.max_tokens_per_batch=64",
+    )
+    truncated = result["data"]["truncated_rows"]
+    assert 0 < truncated["train"] < 240 and truncated["validation"] > 0
+    assert "cut to data.max_length=6" in capsys.readouterr().out

@@ -53,7 +53,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         shuffle: bool,
         seed: int = 0,
         batch_size: int | None = None,
-        pool_batches: int = 8,
+        pool_batches: int = 4,
     ) -> None:
         self.lengths = np.asarray(lengths)
         self.max_tokens = max_tokens

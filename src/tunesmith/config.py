@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,7 @@ class TrainConfig:
     # Stop after this many optimizer steps; overrides epochs.
     max_steps: int | None = None
     # Peak learning rate of AdamW.
-    learning_rate: float = 1e-4
+    learning_rate: float = 5e-5
     # Decoupled weight decay, not applied to biases and LayerNorm weights.
     weight_decay: float = 0.01
     # Share of optimizer steps spent warming the learning rate up linearly from 0.
@@ -72,10 +73,10 @@ class TrainConfig:
     # Examples per micro-batch; when unset, batches are filled up to max_tokens_per_batch.
     micro_batch_size: int | None = None
     # Token budget of a length-bucketed micro-batch (padded tokens counted).
-    max_tokens_per_batch: int = 1024
+    max_tokens_per_batch: int = 512
     # Token-budget batches cut from one shuffled, length-sorted pool of rows: more batches per
     # pool means less padding, fewer means more varied batches.
-    bucket_pool_batches: int = 8
+    bucket_pool_batches: int = 4
     # Micro-batches summed into one optimizer step.
     gradient_accumulation_steps: int = 1
     # Clip the gradient's global norm to this value; 0 disables clipping.
@@ -84,8 +85,10 @@ class TrainConfig:
     precision: str = "auto"
     # Seed for weights of new heads, shuffling, held-out split and dropout.
     seed: int = 42
-    # Evaluate every N optimizer steps; once per epoch when unset.
+    # Evaluate every N optimizer steps; when unset, evals_per_epoch times per epoch.
     eval_every_steps: int | None = None
+    # Evenly spaced evaluations per epoch (and one at the last step); the best one is exported.
+    evals_per_epoch: int = 4
     # Write a metrics.jsonl line every N optimizer steps.
     logging_steps: int = 10
     # Validation metric that picks the exported model; the task's default when unset.
@@ -188,9 +191,12 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError(f"{key} must be a number, got {value!r}")
         try:
-            return float(value)
-        except (ValueError, TypeError):
+            number = float(value)
+        except (ValueError, TypeError, OverflowError):  # OverflowError: a 400-digit YAML int
             raise ValueError(f"{key} must be a number, got {value!r}") from None
+        if not math.isfinite(number):  # YAML reads .nan and 1.0e+400 as floats
+            raise ValueError(f"{key} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, dict | list):
             raise ValueError(f"{key} must be a single value, got {value!r}")
@@ -203,14 +209,15 @@ def _build(cls: type, values: dict[str, Any], prefix: str, problems: list[str]) 
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
-        key = prefix + name
+        key = f"{prefix}{name}"  # YAML keys may be numbers, booleans, null or dates
         if name not in names:
             valid = [prefix + n for n in names]
             close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
             if not close:  # a key typed at the wrong level, e.g. `epochs` for `train.epochs`
                 close = [k for k in field_docs() if k.rsplit(".", 1)[-1] == name]
             hint = f"; did you mean {close[0]}?" if close else ""
-            problems.append(f"unknown config key {key}{hint}")
+            shown = key if key.isprintable() else repr(key)  # keep the message on one line
+            problems.append(f"unknown config key {shown}{hint}")
             continue
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
@@ -253,6 +260,7 @@ def _validate(cfg: Config) -> list[str]:
         "train.micro_batch_size": t.micro_batch_size,
         "train.max_steps": t.max_steps,
         "train.eval_every_steps": t.eval_every_steps,
+        "train.evals_per_epoch": t.evals_per_epoch,
         "train.early_stopping_patience": t.early_stopping_patience,
         "checkpoint.every_steps": cfg.checkpoint.every_steps,
         "data.max_train_samples": d.max_train_samples,
@@ -284,14 +292,14 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise UserError(f"override {item!r} is not key=value (e.g. train.epochs=3)")
         try:
             value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
+        except Exception:  # not only YAMLError: see load_config
             value = raw
         node = tree
         *parents, leaf = key.strip().split(".")
         for p in parents:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise UserError(f"override {item!r} conflicts with an earlier value for {p}")
+                raise UserError(f"override {item!r} conflicts with an earlier value for {p!r}")
         node[leaf] = value
     return tree
 
@@ -313,7 +321,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UserError(f"config file {path} does not exist")
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
+        except OSError as e:
+            raise UserError(f"config file {path} cannot be read: {_first_line(e)}") from None
+        # PyYAML's constructors raise more than YAMLError on odd input: ValueError for an int of
+        # over 4300 digits or `!!int 1e4`, AttributeError for `!!timestamp x`, RecursionError for
+        # deep nesting (and a UnicodeDecodeError comes from read_text).
+        except Exception as e:
             raise UserError(f"config file {path} is not valid YAML: {_first_line(e)}") from None
         if not isinstance(values, dict):
             raise UserError(f"config file {path} must hold a mapping of keys, not {values!r}")

@@ -92,6 +92,7 @@ class Run:
     collate: DataCollatorWithPadding
     steps_per_epoch: int
     total_steps: int
+    eval_interval: int  # optimizer steps between evaluations
     precision: str
     precision_reason: str
 
@@ -175,8 +176,11 @@ def train(cfg: Config) -> dict:
     log = None
     if run.accelerator.is_main_process:
         log = tracking.MetricsLog(run.output_dir / "metrics.jsonl", keep_through_step=progress.step)
-    fit(run, progress, log)
-    return finish(run, progress, log)
+    try:
+        fit(run, progress, log)
+        return finish(run, progress, log)
+    except torch.OutOfMemoryError:
+        raise UserError(_out_of_memory_message(run, progress)) from None
 
 
 def build(cfg: Config, fresh: bool) -> Run:
@@ -230,12 +234,19 @@ def build(cfg: Config, fresh: bool) -> Run:
         if t.micro_batch_size
         else f"<= {t.max_tokens_per_batch} tokens"
     )
+    truncated = {k: v for k, v in prepared.summary["truncated_rows"].items() if v}
+    if truncated:
+        accelerator.print(
+            f"tunesmith: rows cut to data.max_length={cfg.data.max_length} by truncation: "
+            f"{truncated}; raise data.max_length to keep more of each text"
+        )
     accelerator.print(
         f"tunesmith: {task.labels.kind}, rows {prepared.summary['rows']}, "
         f"labels {list(task.labels.names)}; precision {precision} ({precision_reason}); "
         f"micro-batch {batch} x {t.gradient_accumulation_steps} accumulation x "
         f"{accelerator.num_processes} process(es); {total_steps} optimizer steps"
     )
+    eval_interval = t.eval_every_steps or math.ceil(steps_per_epoch / t.evals_per_epoch)
     return Run(
         cfg,
         accelerator,
@@ -250,6 +261,7 @@ def build(cfg: Config, fresh: bool) -> Run:
         collate,
         steps_per_epoch,
         total_steps,
+        eval_interval,
         precision,
         precision_reason,
     )
@@ -356,9 +368,7 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> None:
                 if end_of_epoch:
                     progress.epoch, progress.micro_in_epoch = progress.epoch + 1, 0
                 last_step = progress.step == run.total_steps
-                evaluate_now = last_step or (
-                    progress.step % t.eval_every_steps == 0 if t.eval_every_steps else end_of_epoch
-                )
+                evaluate_now = last_step or progress.step % run.eval_interval == 0
                 record: dict = {}
                 if progress.step % t.logging_steps == 0 or evaluate_now:
                     record = {
@@ -404,6 +414,21 @@ def _agreed(accelerator: Accelerator, signum: int) -> bool:
         return bool(signum)
     flag = torch.tensor([float(bool(signum))], device=accelerator.device)
     return bool(accelerator.reduce(flag, reduction="sum").item())
+
+
+def _out_of_memory_message(run: Run, progress: Progress) -> str:
+    t = run.cfg.train
+    budget = (
+        f"train.micro_batch_size (now {t.micro_batch_size})"
+        if t.micro_batch_size
+        else f"train.max_tokens_per_batch (now {t.max_tokens_per_batch})"
+    )
+    return (
+        f"out of memory at optimizer step {progress.step + 1}: lower {budget} and raise "
+        f"train.gradient_accumulation_steps to keep the effective batch, or lower "
+        f"train.eval_max_tokens_per_batch (now {t.eval_max_tokens_per_batch}) if it happened "
+        f"while evaluating; checkpoints so far are in {run.output_dir}"
+    )
 
 
 def _nonfinite_message(loss: torch.Tensor, progress: Progress, run: Run) -> str:

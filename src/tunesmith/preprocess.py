@@ -115,6 +115,11 @@ def prepare_data(
         "task": labels.kind,
         "labels": list(labels.names),
         "rows": {name: len(ds) for name, ds in tokenized.items()},
+        # Rows that reached data.max_length were (almost always) cut short by truncation.
+        "truncated_rows": {
+            name: int((np.asarray(ds["length"]) >= d.max_length).sum())
+            for name, ds in tokenized.items()
+        },
         "tokenization": "cached" if all(hits) else "computed",
     }
     if labels.kind == "classification":

@@ -61,9 +61,16 @@ def plot_training_curves(records: list[dict], metric: str, path: Path) -> None:
             label=f"validation {metric}",
         )
         ax2.set_ylabel(f"validation {metric}")
-        lines = ax.get_lines() + ax2.get_lines()
-        ax.legend(lines, [line.get_label() for line in lines], loc="center right")
-    ax.set_title("Training")
+    # Above the axes, where it can never cover the curves.
+    lines = ax.get_lines() + (ax2.get_lines() if evals else [])
+    ax.legend(
+        lines,
+        [line.get_label() for line in lines],
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=2,
+        frameon=False,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -39,12 +39,7 @@ def _rows(indices: list[int]) -> str:
     return ", ".join(str(i + 1) for i in indices[:10]) + (" ..." if len(indices) > 10 else "")
 
 
-def infer_labels(
-    ds: Dataset, column: str, task: str, label_names: list[str] | None, source: str
-) -> LabelSpec:
-    """Decide classification vs regression and the class names from the training labels."""
-    feature = ds.features[column]
-    values = ds[column]
+def _reject_empty_labels(values: list, column: str, source: str) -> None:
     missing = [
         i for i, v in enumerate(values) if v is None or (isinstance(v, float) and math.isnan(v))
     ]
@@ -53,6 +48,15 @@ def infer_labels(
             f"{source}: column {column} has {len(missing)} empty label(s) (rows {_rows(missing)}); "
             f"fill or remove those rows"
         )
+
+
+def infer_labels(
+    ds: Dataset, column: str, task: str, label_names: list[str] | None, source: str
+) -> LabelSpec:
+    """Decide classification vs regression and the class names from the training labels."""
+    feature = ds.features[column]
+    values = ds[column]
+    _reject_empty_labels(values, column, source)
     kinds = {type(v) for v in values}
     if kinds - {int, float, str, bool}:
         raise UserError(
@@ -110,14 +114,7 @@ def encode_labels(ds: Dataset, column: str, spec: LabelSpec, source: str) -> Dat
         encoded: list[Any] = [float(v) for v in values]
         feature = Value("float32")
     else:
-        missing = [
-            i for i, v in enumerate(values) if v is None or (isinstance(v, float) and math.isnan(v))
-        ]
-        if missing:
-            raise UserError(
-                f"{source}: column {column} has {len(missing)} empty label(s) "
-                f"(rows {_rows(missing)}); fill or remove those rows"
-            )
+        _reject_empty_labels(values, column, source)
         index = {name: i for i, name in enumerate(spec.names)}
         if isinstance(ds.features[column], ClassLabel):
             # Ids as stored: label_names may have renamed the classes, never reordered them.
