@@ -7,11 +7,18 @@ land in memory-mapped Arrow tables and large files do not fill memory.
 
 from __future__ import annotations
 
+import codecs
+import csv
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict
+from datasets.utils.json import ujson_loads
 
 from tunesmith.config import DataConfig
 from tunesmith.errors import UserError
@@ -74,13 +81,101 @@ def read_table(
         raise UserError(f"{path}: the file is empty")
     if fmt == "csv":
         kwargs = {**kwargs, "encoding": encoding, "encoding_errors": encoding_errors}
+        _check_header(path, kwargs.get("sep", ","), encoding, encoding_errors)
+    elif fmt == "json":
+        _check_json(path)
     try:
-        ds = datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
+        with _builder_logs_silenced(fmt):
+            ds = datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
     except Exception as e:  # the builders wrap pandas/pyarrow errors; report the root cause
         raise UserError(_explain_read_error(path, fmt, e, encoding)) from None
     if len(ds) == 0:
         raise UserError(f"{path}: no rows")
     return ds
+
+
+@contextmanager
+def _builder_logs_silenced(fmt: str) -> Iterator[None]:
+    """The CSV and JSON builders log an error line ("Failed to read file ...") before raising;
+    read_table explains the error itself, in the one line a user mistake gets."""
+    logger = logging.getLogger(f"datasets.packaged_modules.{fmt}.{fmt}")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _check_header(path: Path, delimiter: str, encoding: str, errors: str) -> None:
+    """Stop on a header that repeats a column name, which pandas would rename to `name.1`."""
+    header: list[str] = []
+    try:
+        with path.open(encoding=encoding, errors=errors, newline="") as f:
+            for number, row in enumerate(csv.reader(f, delimiter=delimiter)):
+                if number == 0 and row:
+                    row[0] = row[0].removeprefix("\ufeff")  # pandas drops a BOM too
+                    row = [] if row == [""] else row
+                if row:  # pandas skips blank lines before the header
+                    header = row
+                    break
+    except (UnicodeError, LookupError, csv.Error):
+        return  # the builder reads the file again and explains what is wrong with it
+    repeated = [name for name, n in Counter(header).items() if n > 1 and name]
+    if repeated:
+        names = ", ".join(repr(name) for name in repeated)
+        raise UserError(
+            f"{path}: the header repeats the column name(s) {names}; rename them so that every "
+            f"column has its own name"
+        )
+
+
+def _check_json(path: Path) -> None:
+    """Stop on what the JSON builder mishandles: bytes that are not UTF-8 (a JSON Lines file would
+    load them as broken strings that fail much later) and a `null` where a row belongs, which makes
+    pyarrow's JSON reader crash the process (a segfault, not an exception)."""
+    with path.open("rb") as f:
+        head = f.read(4096).removeprefix(codecs.BOM_UTF8)
+        is_list = head.lstrip(b" \t\r\n").startswith(b"[")
+        f.seek(0)
+        offset = 0
+        for number, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(
+                    f"{path}: not valid UTF-8 ({e.reason} at byte {offset + e.start}, line "
+                    f"{number}); JSON files must be UTF-8 (data.encoding is for CSV/TSV): "
+                    f"save it as UTF-8"
+                ) from None
+            offset += len(line)
+            if is_list:
+                continue
+            if number == 1:
+                line = line.removeprefix(codecs.BOM_UTF8)
+            # Also a null on its own line inside a pretty-printed object: pyarrow cuts a file in
+            # blocks at line ends, and such a line may start one.
+            if any(part.lstrip(b" \t").startswith(b"null") for part in line.split(b"\r")):
+                raise UserError(
+                    f"{path}: line {number} starts with null; each line must be one JSON object "
+                    f"(a row), or the file one JSON list of rows: remove that null or move it "
+                    f"onto the line of its key"
+                )
+    if not is_list:
+        return
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    if b"null" not in data:
+        return
+    try:
+        rows = ujson_loads(data)  # the parser the builder uses, so both see the same items
+    except (ValueError, RecursionError):
+        return  # the builder reports the syntax error
+    empty = next((i for i, row in enumerate(rows) if row is None), None)
+    if empty is not None:
+        raise UserError(
+            f"{path}: item {empty + 1} of the JSON list is null; every item must be one row "
+            f'like {{"text": ..., "label": ...}}: remove or fix it'
+        )
 
 
 def _load_saved(path: Path) -> Dataset:
@@ -120,7 +215,10 @@ def _explain_read_error(path: Path, fmt: str, error: BaseException, encoding: st
     empty = ("corresponds to no data", "BatchSize must be greater than 0")
     if any(marker in str(e) for e in chain for marker in empty):
         return f"{path}: no rows (only a header or blank lines); add data rows"
-    root = chain[-1]
+    # pyarrow's own JSON message ("Column(/text) was specified twice in row 0") beats the pandas
+    # error of the builder's fallback reader, which is what the chain ends with.
+    parse_errors = [e for e in chain if str(e).startswith("JSON parse error")]
+    root = parse_errors[0] if parse_errors else chain[-1]
     detail = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
     return f"{path}: cannot read as {fmt.upper()}: {detail}"
 
