@@ -79,6 +79,7 @@ def read_meta(model_dir: Path) -> dict:
 #
 # output_dir/checkpoints/step-00000120/   model.safetensors  optimizer.pt  scheduler.pt
 #                                         rng.pt  state.json  manifest.json (written last)
+#                                         scaler.pt (fp16 only: the gradient scaler's state)
 # output_dir/checkpoints/best.safetensors  the weights of the best evaluation (one file, replaced
 #                                         atomically, so there is always exactly one best)
 #
@@ -144,6 +145,7 @@ def save_checkpoint(
     rng_states: list[dict],
     state: dict,
     keep_last: int,
+    scaler: Any = None,
 ) -> Path:
     """A complete, verified step folder; older step folders beyond `keep_last` are removed."""
     root = run_dir / CHECKPOINTS
@@ -155,6 +157,8 @@ def save_checkpoint(
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(rng_states, tmp / "rng.pt")
+    if scaler is not None:
+        torch.save(scaler.state_dict(), tmp / "scaler.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
     _seal(tmp, final)
     for old in step_folders(run_dir)[:-keep_last]:
@@ -214,6 +218,11 @@ def load_training_state(folder: Path) -> tuple[dict, dict, dict, list[dict]]:
     scheduler = torch.load(folder / "scheduler.pt", weights_only=True)
     rng = torch.load(folder / "rng.pt", weights_only=True)
     return state, optimizer, scheduler, rng
+
+
+def load_scaler_state(folder: Path) -> dict | None:
+    path = folder / "scaler.pt"
+    return torch.load(path, weights_only=True) if path.exists() else None
 
 
 def capture_rng() -> dict:

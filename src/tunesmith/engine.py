@@ -274,6 +274,9 @@ def restore(run: Run, folder: Path) -> Progress:
     run.optimizer.load_state_dict(optimizer_state)
     run.scheduler.load_state_dict(scheduler_state)
     checkpoint.restore_rng(rng_states[run.accelerator.process_index])
+    scaler_state = checkpoint.load_scaler_state(folder)
+    if run.accelerator.scaler is not None and scaler_state is not None:  # fp16 loss scale
+        run.accelerator.scaler.load_state_dict(scaler_state)
     progress = Progress(**state["progress"])
     changes = _config_changes(state["config"], config_to_dict(run.cfg))
     run.accelerator.print(
@@ -300,6 +303,7 @@ def save_checkpoint(run: Run, progress: Progress) -> None:
             rng_states,
             state,
             run.cfg.checkpoint.keep_last,
+            run.accelerator.scaler,
         )
     run.accelerator.wait_for_everyone()
 
