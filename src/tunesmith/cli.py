@@ -19,6 +19,9 @@ examples:
   tunesmith train --help-config      # every key, its type, default and meaning"""
 
 
+MODEL_HELP = "a run folder or an exported model folder"
+
+
 def _quiet_libraries() -> None:
     # Model-loading reports and per-map progress bars drown tunesmith's own one-line summary.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -151,13 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a model on a labelled file")
-    p.add_argument("model", help="a run folder or an exported model folder")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--data", required=True, help="a labelled CSV/TSV/JSON(L)/Parquet file")
     p.add_argument("--out", help="write the metrics to this JSON file")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="label rows of a file, or text lines from stdin")
-    p.add_argument("model", help="a run folder or an exported model folder")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument(
         "--data",
         help="a CSV/TSV/JSON(L)/Parquet file; stdin lines when absent "
@@ -167,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="an HTTP API (POST /predict) that batches requests")
-    p.add_argument("model", help="a run folder or an exported model folder")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
