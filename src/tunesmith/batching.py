@@ -43,7 +43,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
     """Yields lists of row indices; `set_epoch` reshuffles deterministically from the seed.
 
     With `shuffle=False` the rows are sorted by length once (evaluation and prediction); with a
-    fixed `batch_size` every batch has that many rows instead of a token budget.
+    fixed `batch_size` every batch has that many rows instead of a token budget. Lengths are
+    counted as the collator pads them: rounded up to `pad_to_multiple_of`.
     """
 
     def __init__(
@@ -54,8 +55,9 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         batch_size: int | None = None,
         pool_batches: int = 4,
+        pad_to_multiple_of: int = 1,
     ) -> None:
-        self.lengths = np.asarray(lengths)
+        self.lengths = -(-np.asarray(lengths) // pad_to_multiple_of) * pad_to_multiple_of
         self.max_tokens = max_tokens
         self.shuffle = shuffle
         self.seed = seed
@@ -107,8 +109,9 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         return len(self.batches())
 
 
-def padding_share(lengths: np.ndarray, batches: list[list[int]]) -> float:
-    """Fraction of the padded tensor that is padding, for reporting."""
+def padding_share(lengths: np.ndarray, sampler: TokenBudgetBatchSampler) -> float:
+    """Fraction of the padded tensors of `sampler`'s batches that is padding, for reporting."""
+    batches = sampler.batches()
     real = sum(int(lengths[b].sum()) for b in batches)
-    padded = sum(int(lengths[b].max()) * len(b) for b in batches)
+    padded = sum(int(sampler.lengths[b].max()) * len(b) for b in batches)
     return 1.0 - real / padded if padded else 0.0

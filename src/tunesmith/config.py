@@ -81,6 +81,15 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     # Clip the gradient's global norm to this value; 0 disables clipping.
     max_grad_norm: float = 1.0
+    # Dropout on attention probabilities, replacing the model's own rate; 0 lets PyTorch run its
+    # fused attention kernel (any dropout there forces the slow path); unset keeps the model's.
+    attention_dropout: float | None = 0.0
+    # Keep the input word-embedding matrix fixed: half of MiniLM's weights, and updating it
+    # cost a seventh of each CPU step with no accuracy gain on MRPC (benchmarks/README.md).
+    freeze_word_embeddings: bool = True
+    # Also keep all embeddings and the bottom N transformer layers fixed: the backward pass
+    # then stops above them, so each frozen layer saves about a quarter of its share of a step.
+    freeze_layers: int = 0
     # auto picks bf16 only where the hardware computes it natively, else fp32 (fp16 on old GPUs).
     precision: str = "auto"
     # Seed for weights of new heads, shuffling, held-out split and dropout.
@@ -95,6 +104,8 @@ class TrainConfig:
     metric_for_best: str | None = None
     # Stop after this many evaluations without improvement; never when unset.
     early_stopping_patience: int | None = None
+    # Stop as soon as an evaluation reaches this value of metric_for_best (e.g. 0.85 accuracy).
+    stop_at_metric: float | None = None
     # Token budget of an evaluation batch (evaluation sorts rows by length).
     eval_max_tokens_per_batch: int = 8192
     # On a NaN/inf loss: stop (naming the step and rows) or skip that micro-batch and count it.
@@ -278,6 +289,10 @@ def _validate(cfg: Config) -> list[str]:
         )
     if not 0.0 <= t.warmup_ratio < 1.0:
         problems.append("train.warmup_ratio must be in [0, 1)")
+    if t.freeze_layers < 0:
+        problems.append("train.freeze_layers must be >= 0")
+    if t.attention_dropout is not None and not 0.0 <= t.attention_dropout < 1.0:
+        problems.append("train.attention_dropout must be in [0, 1)")
     if t.weight_decay < 0 or t.max_grad_norm < 0:
         problems.append("train.weight_decay and train.max_grad_norm must be >= 0")
     return problems

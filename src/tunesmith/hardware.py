@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -11,6 +12,8 @@ import torch
 # bf16 matmuls are native only with these; elsewhere (AVX2 only) they are emulated and were
 # measured ~100x slower than fp32 on an AMD EPYC here.
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# bf16 is chosen only when the probe finds its matmuls at least this much faster than fp32.
+BF16_MIN_SPEEDUP = 1.2
 
 
 @functools.cache
@@ -50,15 +53,40 @@ def describe() -> dict:
     return info
 
 
+@functools.cache
+def bf16_speedup(device: str) -> float:
+    """How many times faster a layer-sized bf16 matmul runs than fp32 on `device` (~0.5 s)."""
+    a, b = torch.randn(1024, 1024, device=device), torch.randn(1024, 1024, device=device)
+
+    def products_per_second(x: torch.Tensor, y: torch.Tensor) -> float:
+        x @ y  # warm-up: kernel selection, caches
+        count, start = 0, time.perf_counter()
+        while count < 3 or time.perf_counter() - start < 0.2:
+            x @ y
+            count += 1
+            if device == "cuda":
+                torch.cuda.synchronize()
+        return count / (time.perf_counter() - start)
+
+    return products_per_second(a.bfloat16(), b.bfloat16()) / products_per_second(a, b)
+
+
 def choose_precision(requested: str, use_cuda: bool) -> tuple[str, str]:
-    """(precision, reason): bf16 only where computed natively, fp16 on older GPUs, else fp32."""
+    """(precision, reason): bf16 only where it is native and a probe finds it faster, fp16 on
+    GPUs without bf16, else fp32."""
     if requested != "auto":
         return requested, f"precision={requested} was asked for"
     if use_cuda:
-        if torch.cuda.is_bf16_supported():
-            return "bf16", f"{torch.cuda.get_device_name(0)} computes bf16 natively"
-        return "fp16", f"{torch.cuda.get_device_name(0)} lacks bf16; fp16 with a gradient scaler"
-    native = [f for f in NATIVE_BF16_CPU_FLAGS if f in cpu_flags()]
-    if native:
-        return "bf16", f"CPU has {', '.join(native)}: bf16 matmuls are native"
-    return "fp32", "CPU lacks avx512_bf16/amx_bf16: bf16 would be emulated and slower than fp32"
+        name = torch.cuda.get_device_name(0)
+        if not torch.cuda.is_bf16_supported():
+            return "fp16", f"{name} lacks bf16; fp16 with a gradient scaler"
+        where, device = name, "cuda"
+    else:
+        native = [f for f in NATIVE_BF16_CPU_FLAGS if f in cpu_flags()]
+        if not native:
+            return "fp32", "CPU lacks avx512_bf16/amx_bf16: emulated bf16 is slower than fp32"
+        where, device = f"CPU with {', '.join(native)}", "cpu"
+    speedup = bf16_speedup(device)
+    if speedup >= BF16_MIN_SPEEDUP:
+        return "bf16", f"{where}: a bf16 matmul ran {speedup:.1f}x fp32 in a probe"
+    return "fp32", f"{where}, but a bf16 matmul ran only {speedup:.2f}x fp32 in a probe"

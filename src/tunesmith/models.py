@@ -6,7 +6,13 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
 
 from tunesmith.errors import UserError
 
@@ -49,13 +55,24 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_sequence_classifier(name: str, **head: Any):
-    """`AutoModelForSequenceClassification` with the given head settings (num_labels, ...)."""
+# How architectures name the dropout on attention probabilities (BERT family, DistilBERT/BART/
+# Llama, GPT-2).
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+
+
+def load_sequence_classifier(name: str, attention_dropout: float | None = None, **head: Any):
+    """`AutoModelForSequenceClassification` with the given head settings (num_labels, ...);
+    `attention_dropout` replaces the checkpoint's rate when given."""
     path = resolve_model(name)
     try:
+        config = AutoConfig.from_pretrained(path, **head)
+        if attention_dropout is not None:
+            for key in ATTENTION_DROPOUT_KEYS:
+                if hasattr(config, key):
+                    setattr(config, key, attention_dropout)
         # A checkpoint that already has a head of another size gets a fresh head, not an error.
         return AutoModelForSequenceClassification.from_pretrained(
-            path, ignore_mismatched_sizes=True, **head
+            path, config=config, ignore_mismatched_sizes=True
         )
     except ValueError as e:
         if "Unrecognized configuration class" in str(e):
@@ -69,6 +86,31 @@ def load_sequence_classifier(name: str, **head: Any):
             f"model={name}: not a local folder and not loadable from the Hub or its cache "
             f"({_first_line(e)})"
         ) from None
+
+
+def freeze(model: torch.nn.Module, word_embeddings: bool, layers: int) -> None:
+    """Stop training the word embeddings, or all embeddings and the bottom `layers` layers."""
+    if layers:
+        stack = transformer_layers(model)
+        if layers > len(stack):
+            raise UserError(f"train.freeze_layers={layers}: the model has {len(stack)} layers")
+        model.get_input_embeddings().weight.requires_grad_(False)
+        embeddings = getattr(model.base_model, "embeddings", None)
+        if embeddings is not None:  # BERT-style: positions, token types, LayerNorm
+            embeddings.requires_grad_(False)
+        for layer in stack[:layers]:
+            layer.requires_grad_(False)
+    elif word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+
+
+def transformer_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The stack of transformer blocks: the ModuleList as long as config.num_hidden_layers."""
+    count = model.config.num_hidden_layers
+    for module in model.base_model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+            return module
+    raise UserError(f"model {type(model).__name__}: cannot find its {count} transformer layers")
 
 
 def _first_line(e: BaseException) -> str:

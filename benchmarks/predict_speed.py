@@ -1,0 +1,137 @@
+"""Prediction speed side by side on the same rows and model: `transformers.pipeline` with its
+defaults, `Trainer.predict` with its defaults, and tunesmith's `Predictor` (what `tunesmith
+predict` runs). Each arm's time includes tokenizing the texts; loading the model does not count.
+The arms run twice, interleaved, and each keeps its faster pass (timings drift on small machines).
+
+    python benchmarks/predict_speed.py                    # builtin:minilm-l6, untrained head
+    python benchmarks/predict_speed.py --model runs/mrpc  # a trained run or model folder
+
+Rows: `../shared/data/mrpc/test.csv` when present, else generated sentence pairs. The last line
+printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from serve_load import classifier_folder  # benchmarks/ is on sys.path when run as a script
+from train_speed import MRPC, generated_pairs
+
+
+def pipeline_arm(folder: str, first: list[str], second: list[str]) -> Callable[[], np.ndarray]:
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=folder, device="cpu", top_k=None)
+
+    def run() -> np.ndarray:
+        inputs = [{"text": a, "text_pair": b} for a, b in zip(first, second, strict=True)]
+        outputs = classify(inputs)
+        label_ids = classify.model.config.label2id
+        return np.array([label_ids[max(o, key=lambda s: s["score"])["label"]] for o in outputs])
+
+    return run
+
+
+def trainer_arm(folder: str, first: list[str], second: list[str]) -> Callable[[], np.ndarray]:
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    tmp = tempfile.mkdtemp()
+    args = TrainingArguments(output_dir=tmp, use_cpu=True, report_to=[], disable_tqdm=True)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
+
+    def run() -> np.ndarray:
+        ds = Dataset.from_dict({"a": first, "b": second}).map(
+            lambda batch: tokenizer(batch["a"], batch["b"], truncation=True),
+            batched=True,
+            remove_columns=["a", "b"],
+        )
+        return trainer.predict(ds).predictions.argmax(-1)
+
+    return run
+
+
+def tunesmith_arm(folder: str, first: list[str], second: list[str]) -> Callable[[], np.ndarray]:
+    from tunesmith.predict import Predictor
+
+    predictor = Predictor(folder)
+    label_ids = predictor.model.config.label2id
+
+    def run() -> np.ndarray:
+        records = predictor.predict_texts(first, second)
+        return np.array([label_ids[r["label"]] for r in records])
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="builtin:minilm-l6")
+    parser.add_argument("--rows", type=int, help="at most this many rows")
+    args = parser.parse_args()
+
+    import csv
+
+    import transformers
+
+    from tunesmith import hardware
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    tmp = Path(tempfile.mkdtemp())
+    source = MRPC / "test.csv" if (MRPC / "test.csv").is_file() else None
+    if source is None:
+        source = generated_pairs(tmp / "pairs") / "validation.csv"
+    with source.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))[: args.rows]
+    first, second = [r["sentence1"] for r in rows], [r["sentence2"] for r in rows]
+    folder = classifier_folder(args.model, tmp)
+
+    arms = {
+        "pipeline": pipeline_arm(folder, first, second),
+        "trainer_predict": trainer_arm(folder, first, second),
+        "tunesmith": tunesmith_arm(folder, first, second),
+    }
+    seconds = {name: float("inf") for name in arms}
+    labels = {}
+    for _ in range(2):
+        for name, run in arms.items():
+            start = time.perf_counter()
+            labels[name] = run()
+            seconds[name] = min(seconds[name], time.perf_counter() - start)
+    machine = hardware.describe()
+    print(f"machine: {json.dumps(machine)}; rows: {len(rows)} from {source}")
+    summary = {"rows": len(rows), "source": str(source), "machine": machine}
+    for name in arms:
+        rate = len(rows) / seconds[name]
+        agree = float((labels[name] == labels["tunesmith"]).mean())
+        summary[name] = {"samples_per_s": rate, "seconds": seconds[name], "agreement": agree}
+        print(f"{name:16s} {rate:8.1f} samples/s  {seconds[name]:6.1f} s  same labels {agree:.1%}")
+    for name in ("pipeline", "trainer_predict"):
+        key = f"ratio_vs_{name}"
+        summary[key] = summary["tunesmith"]["samples_per_s"] / summary[name]["samples_per_s"]
+        print(f"tunesmith / {name}: {summary[key]:.2f}x")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

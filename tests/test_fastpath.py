@@ -1,0 +1,86 @@
+"""The speed paths: cheaper dropout masks, padded token budgets and the precision choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from tunesmith import hardware
+from tunesmith.batching import TokenBudgetBatchSampler, padding_share
+from tunesmith.kernels import FastDropout, use_fast_dropout
+from tunesmith.models import load_sequence_classifier
+
+
+def test_fast_dropout_keeps_the_rate_and_the_expectation() -> None:
+    torch.manual_seed(0)
+    dropout = FastDropout(0.1).train()
+    x = torch.ones(200, 300)
+    kept = torch.stack([(dropout(x) != 0).float().mean() for _ in range(50)]).mean()
+    assert kept.item() == pytest.approx(0.9, abs=0.002)
+    assert dropout(x).mean().item() == pytest.approx(1.0, abs=0.01)
+
+
+def test_fast_dropout_is_seeded_masks_gradients_and_is_identity_in_eval() -> None:
+    dropout = FastDropout(0.3).train()
+    x = torch.randn(7, 11, requires_grad=True)  # a size that is not a multiple of 4
+    torch.manual_seed(1)
+    first = dropout(x)
+    torch.manual_seed(1)
+    assert torch.equal(first, dropout(x))
+    first.sum().backward()
+    assert torch.equal(x.grad != 0, first != 0)
+    assert torch.equal(dropout.eval()(x), x)
+
+
+def test_every_dropout_of_a_model_is_swapped_and_outputs_stay_finite(tiny_model) -> None:
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    before = sum(type(m) is torch.nn.Dropout for m in model.modules())
+    assert use_fast_dropout(model) == before > 0
+    assert not any(type(m) is torch.nn.Dropout for m in model.modules())
+    model.train()
+    out = model(input_ids=torch.tensor([[2, 5, 6, 3]]), labels=torch.tensor([1]))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+
+
+def test_attention_dropout_replaces_the_checkpoint_rate(tiny_model) -> None:
+    assert load_sequence_classifier(str(tiny_model), 0.0).config.attention_probs_dropout_prob == 0
+    kept = load_sequence_classifier(str(tiny_model), None).config.attention_probs_dropout_prob
+    assert kept == pytest.approx(0.1)
+
+
+def test_token_budget_counts_lengths_as_padded() -> None:
+    lengths = np.array([9, 10, 11, 12, 13, 14, 15, 16] * 4)
+    sampler = TokenBudgetBatchSampler(lengths, 64, shuffle=True, seed=0, pad_to_multiple_of=8)
+    for batch in sampler.batches():
+        padded_longest = -(-int(lengths[batch].max()) // 8) * 8
+        assert padded_longest * len(batch) <= 64
+    share = padding_share(lengths, sampler)
+    assert 0 < share < 0.5
+
+
+
+@pytest.mark.parametrize(
+    ("flags", "speedup", "expected"),
+    [
+        (frozenset({"avx2"}), None, "fp32"),  # no probe: emulated bf16 is never tried
+        (frozenset({"avx2", "avx512_bf16"}), 2.8, "bf16"),
+        (frozenset({"avx2", "amx_bf16"}), 0.6, "fp32"),  # native, yet the probe says slower
+    ],
+)
+def test_precision_is_detected_and_confirmed_by_a_probe(monkeypatch, flags, speedup, expected):
+    def probe(device: str) -> float:
+        assert speedup is not None, "the probe must not run without native bf16"
+        return speedup
+
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(hardware, "bf16_speedup", probe)
+    precision, reason = hardware.choose_precision("auto", use_cuda=False)
+    assert precision == expected
+    assert ("probe" in reason) == (speedup is not None)
+    assert hardware.choose_precision("bf16", use_cuda=False) == (
+        "bf16",
+        "precision=bf16 was asked for",
+    )
