@@ -61,7 +61,6 @@ def test_token_budget_counts_lengths_as_padded() -> None:
     assert 0 < share < 0.5
 
 
-
 @pytest.mark.parametrize(
     ("flags", "speedup", "expected"),
     [

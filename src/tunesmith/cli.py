@@ -47,7 +47,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         path = overrides.pop(0)
     if args.resume:
         overrides.append(f"resume={args.resume}")
-    cfg = config_module.load_config(path, overrides)
+    cfg = config_module.load_config(path, overrides)  # validated here, before any launch
+    if args.num_processes > 1 and "WORLD_SIZE" not in os.environ:
+        code = launch(args.num_processes, args.items, args.resume)
+        if code:
+            raise UserError(f"{args.num_processes} training processes failed (exit {code})")
+        return
     result = train(cfg)
     print(
         json.dumps(
@@ -58,6 +63,29 @@ def cmd_train(args: argparse.Namespace) -> None:
             }
         )
     )
+
+
+def launch(num_processes: int, items: list[str], resume: str | None) -> int:
+    """`tunesmith train` in N processes through `accelerate launch`: NCCL on GPUs, gloo on CPUs,
+    where each process gets an equal share of the cores."""
+    import socket
+    import subprocess
+
+    import torch
+
+    with socket.socket() as s:  # a free port, so two launches on one machine do not collide
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # --multi_gpu also starts N processes on a CPU-only machine; `--cpu` would start one.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    command += ["--num_processes", str(num_processes), "--num_machines", "1"]
+    command += ["--mixed_precision", "no", "--dynamo_backend", "no"]  # tunesmith picks precision
+    command += ["--main_process_port", str(port), "-m", "tunesmith", "train", *items]
+    command += ["--resume", resume] if resume else []
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_processes)))
+    return subprocess.call(command, env=env)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -150,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="auto|PATH",
         help="continue from the newest intact checkpoint in output_dir, or from PATH",
+    )
+    p.add_argument(
+        "--num-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train in N processes through accelerate launch (one per GPU; on CPUs N shares of "
+        "the cores)",
     )
     p.set_defaults(func=cmd_train)
 

@@ -508,6 +508,7 @@ def finish(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> dic
                 "padding_share": round(padding_share(lengths, run.sampler), 4),
                 "skipped_nonfinite_micro_batches": progress.skipped_nonfinite,
                 "processes": accelerator.num_processes,
+                "steps_per_process": gather_object([progress.step]),
             },
             "data": run.data.summary,
             "precision": run.precision,

@@ -1,0 +1,47 @@
+"""Two CPU processes on gloo through `tunesmith train --num-processes 2` (accelerate launch)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tunesmith.cli import main
+from tunesmith.data import read_table
+from tunesmith.predict import Predictor
+
+
+def test_two_processes_take_equal_steps_and_match_single_process_metrics(
+    tiny_model, sentiment_csv, tmp_path, capfd
+):
+    train, validation = sentiment_csv
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--num-processes",
+            "2",
+            f"model={tiny_model}",
+            f"data.train={train}",
+            f"data.validation={validation}",
+            f"output_dir={out}",
+            "train.epochs=2",
+            "data.max_length=32",
+            "train.max_tokens_per_batch=96",  # many batches, an odd count per epoch
+            "train.learning_rate=5e-3",
+            "train.freeze_word_embeddings=false",
+        ]
+    )
+    assert code == 0, capfd.readouterr().err[-2000:]
+    assert "x 2 process(es)" in capfd.readouterr().out  # the effective batch is printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    steps = metrics["train"]["steps_per_process"]
+    assert metrics["train"]["processes"] == 2
+    assert steps == [metrics["train"]["optimizer_steps"]] * 2
+    assert metrics["train"]["samples"] >= 2 * 240  # every row of both epochs, across ranks
+    models = sorted(p.parent for p in tmp_path.rglob("config.json") if "step" not in str(p))
+    assert models == [out / "model"]
+    single = Predictor(out).evaluate(read_table(validation))
+    for name in ("accuracy", "f1", "mcc"):
+        assert single[name] == pytest.approx(metrics["validation"][name], abs=1e-9)
+    assert single["rows"] == 60
