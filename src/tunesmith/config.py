@@ -85,7 +85,7 @@ class TrainConfig:
     # fused attention kernel (any dropout there forces the slow path); unset keeps the model's.
     attention_dropout: float | None = 0.0
     # Keep the input word-embedding matrix fixed: half of MiniLM's weights, and updating it
-    # cost about a sixth of each CPU step, and MRPC accuracy did not drop (benchmarks/README.md).
+    # made CPU steps 3-19% slower in two runs, and MRPC accuracy did not drop (benchmarks/).
     freeze_word_embeddings: bool = True
     # Also keep all embeddings and the bottom N transformer layers fixed: the backward pass
     # then stops above them, so each frozen layer saves about a quarter of its share of a step.
