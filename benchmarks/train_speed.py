@@ -198,13 +198,11 @@ def run_trainer(arm: str, data: Path, model_name: str, epochs: float) -> dict:
         "precision": precision,
         "accuracy": float(accuracy_score(labels, predictions)),
         "f1": float(f1_score(labels, predictions)),
-        "non_embedding_params": non_embedding_params(model),
     }
 
 
 def run_tunesmith(data: Path, model: str, epochs: float, target: float | None) -> dict:
     from tunesmith import api
-    from tunesmith.models import load_sequence_classifier
 
     overrides = {
         "model": model,
@@ -230,7 +228,6 @@ def run_tunesmith(data: Path, model: str, epochs: float, target: float | None) -
         "f1": result["validation"]["f1"],
         "epochs_trained": t["epochs"],
         "padding_share": t["padding_share"],
-        "non_embedding_params": non_embedding_params(load_sequence_classifier(model)),
     }
 
 
@@ -278,10 +275,8 @@ def main() -> None:
     if args.arm:
         return child(args)
 
-    from transformers import AutoConfig
-
     from tunesmith import hardware
-    from tunesmith.models import resolve_model
+    from tunesmith.models import load_sequence_classifier
 
     if args.data:
         data, data_name = Path(args.data), args.data
@@ -292,8 +287,10 @@ def main() -> None:
     if args.train_rows:
         data = first_rows(data, args.train_rows, Path(tempfile.mkdtemp()))
         data_name += f" (first {args.train_rows} training rows)"
-    config = AutoConfig.from_pretrained(resolve_model(args.model))
-    shapes = (config.hidden_size, config.intermediate_size)
+    model = load_sequence_classifier(args.model, num_labels=2)  # counted here once, for all arms
+    shapes = (model.config.hidden_size, model.config.intermediate_size)
+    params = non_embedding_params(model)
+    del model
     precisions = {"fp32"} | ({"bf16"} if native_bf16() else set())
     peaks_before = {p: matmul_peak(*shapes, p) for p in sorted(precisions)}
     machine = hardware.describe()
@@ -312,7 +309,7 @@ def main() -> None:
     header = f"{'arm':14s} {'samples/s':>9s} {'tokens/s':>9s} {'wall s':>7s} {'prec':>5s} "
     print(header + f"{'GFLOP/s':>8s} {'of peak':>7s} {'acc':>6s} {'F1':>6s} {'RSS MB':>7s}")
     for arm, r in results.items():
-        r["model_gflops"] = 6 * r["non_embedding_params"] * r["real_tokens_per_s"] / 1e9
+        r["model_gflops"] = 6 * params * r["real_tokens_per_s"] / 1e9
         r["peak_fraction"] = r["model_gflops"] / peaks[r["precision"]]
         print(
             f"{arm:14s} {r['samples_per_s']:9.1f} {r['real_tokens_per_s']:9.0f} "
@@ -326,6 +323,7 @@ def main() -> None:
         "machine": machine,
         "cpu_flags": machine["cpu_flags"],
         "device": machine.get("gpu", machine["cpu"]),
+        "non_embedding_params": params,
         "matmul_peak_gflops": {"before": peaks_before, "after": peaks_after},
         **results,
     }

@@ -387,16 +387,21 @@ def assert_typed(obj) -> None:
 
 
 @PROPERTY
-@given(overrides=OVERRIDES)
-def test_any_overrides_give_a_config_or_one_user_error(overrides):
+def config_or_one_error(load, error_prefix: str = "") -> None:
+    """`load()` gives a well-typed Config or raises one UserError line; both are counted."""
     try:
-        cfg = load_config(None, overrides)
+        cfg = load()
     except UserError as e:
-        event(f"UserError: {assert_one_line(e)[:18]}")
+        event(f"UserError: {assert_one_line(e).removeprefix(error_prefix)[:18]}")
         return
     event("Config")
     assert isinstance(cfg, Config)
     assert_typed(cfg)
+
+
+@given(overrides=OVERRIDES)
+def test_any_overrides_give_a_config_or_one_user_error(overrides):
+    config_or_one_error(lambda: load_config(None, overrides))
 
 
 @pytest.mark.parametrize(
@@ -473,14 +478,7 @@ YAML_DOCUMENTS = st.one_of(
 def test_any_yaml_file_gives_a_config_or_one_user_error(tmp_path_factory, document):
     path = fresh_file(tmp_path_factory, "config.yaml")
     path.write_text(document, encoding="utf-8", errors="surrogatepass")
-    try:
-        cfg = load_config(path, [])
-    except UserError as e:
-        event(f"UserError: {assert_one_line(e).removeprefix(f'config file {path} ')[:18]}")
-        return
-    event("Config")
-    assert isinstance(cfg, Config)
-    assert_typed(cfg)
+    config_or_one_error(lambda: load_config(path, []), f"config file {path} ")
 
 
 @pytest.mark.parametrize(

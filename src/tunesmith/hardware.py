@@ -60,6 +60,8 @@ def bf16_speedup(device: str) -> float:
 
     def products_per_second(x: torch.Tensor, y: torch.Tensor) -> float:
         x @ y  # warm-up: kernel selection, caches
+        if device == "cuda":
+            torch.cuda.synchronize()
         count, start = 0, time.perf_counter()
         while count < 3 or time.perf_counter() - start < 0.2:
             x @ y
