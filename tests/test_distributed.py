@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from tunesmith.cli import main
 from tunesmith.data import read_table
-from tunesmith.predict import Predictor
+from tunesmith.predict import Predictor, infer_logits
 
 
 def test_two_processes_take_equal_steps_and_match_single_process_metrics(
@@ -45,3 +47,27 @@ def test_two_processes_take_equal_steps_and_match_single_process_metrics(
     for name in ("accuracy", "f1", "mcc"):
         assert single[name] == pytest.approx(metrics["validation"][name], abs=1e-9)
     assert single["rows"] == 60
+
+
+def test_every_rank_runs_the_same_number_of_evaluation_batches(tiny_model):
+    """Sharded engines gather weights in each forward: a rank that stops early hangs the rest."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    texts = [" ".join(["good"] * (1 + i % 9)) for i in range(23)]
+    ds = Dataset.from_dict({"text": texts}).map(
+        lambda b: {**tokenizer(b["text"]), "length": [len(t.split()) + 2 for t in b["text"]]},
+        batched=True,
+        remove_columns=["text"],
+    )
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    collate = DataCollatorWithPadding(tokenizer)
+    seen, counts = [], []
+    for rank in range(3):
+        calls.clear()
+        indices, logits = infer_logits(model, ds, collate, 24, rank, 3)  # 24 tokens: many batches
+        counts.append(len(calls))
+        seen += indices.tolist()
+        assert len(logits) == len(indices)
+    assert len(set(counts)) == 1 and counts[0] > 1
+    assert sorted(seen) == list(range(23))  # each row once, padding passes dropped

@@ -54,15 +54,16 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise UserError(f"{args.num_processes} training processes failed (exit {code})")
         return
     result = train(cfg)
-    print(
-        json.dumps(
-            {
-                "output_dir": cfg.output_dir,
-                "validation": result["validation"],
-                **({"test": result["test"]} if "test" in result else {}),
-            }
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary line, not one per process
+        print(
+            json.dumps(
+                {
+                    "output_dir": cfg.output_dir,
+                    "validation": result["validation"],
+                    **({"test": result["test"]} if "test" in result else {}),
+                }
+            )
         )
-    )
 
 
 def launch(num_processes: int, items: list[str], resume: str | None) -> int:

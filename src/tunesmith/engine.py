@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import DistributedType, gather_object, set_seed
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -43,9 +44,11 @@ def evaluate_split(
 ) -> tuple[dict[str, float], np.ndarray]:
     """Metrics and input-ordered logits; each process runs a share of the batches, then all
     shares are gathered, so every row is counted exactly once whatever the process count."""
-    # The unwrapped model: a DDP forward may sync buffers, and ranks run different batch counts.
+    # DDP's wrapper would broadcast buffers in every forward; sharded engines need theirs.
+    if accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        model = accelerator.unwrap_model(model)
     indices, logits = infer_logits(
-        accelerator.unwrap_model(model),
+        model,
         ds,
         collate,
         max_tokens,
@@ -195,6 +198,12 @@ def build(cfg: Config, fresh: bool) -> Run:
         mixed_precision="no" if precision == "fp32" else precision,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
     )
+    sharded = [k for k in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{k}") == "true"]
+    if sharded and accelerator.distributed_type == DistributedType.MULTI_CPU:
+        accelerator.print(
+            f"tunesmith: {sharded[0]} in Accelerate needs GPUs; these CPU processes run plain "
+            f"data parallel (DDP over gloo) instead"
+        )
     set_seed(t.seed)
     tokenizer = load_tokenizer(cfg.model)
     prepared = prepare_data(cfg, tokenizer, accelerator)
@@ -254,7 +263,8 @@ def build(cfg: Config, fresh: bool) -> Run:
         f"tunesmith: {task.labels.kind}, rows {prepared.summary['rows']}, "
         f"labels {list(task.labels.names)}; precision {precision} ({precision_reason}); "
         f"micro-batch {batch} x {t.gradient_accumulation_steps} accumulation x "
-        f"{accelerator.num_processes} process(es); {total_steps} optimizer steps"
+        f"{accelerator.num_processes} process(es) ({accelerator.distributed_type.value}); "
+        f"{total_steps} optimizer steps"
     )
     eval_interval = t.eval_every_steps or math.ceil(steps_per_epoch / t.evals_per_epoch)
     return Run(
@@ -400,7 +410,8 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> None:
                 )  # evaluation and saving excluded
                 if evaluate_now:
                     record["validation"] = evaluate_and_keep_best(run, progress)
-                    bar.write(f"step {progress.step}: validation {_fmt(record['validation'])}")
+                    if accelerator.is_main_process:
+                        bar.write(f"step {progress.step}: validation {_fmt(record['validation'])}")
                     model.train()
                 if record and log is not None:
                     log.write(record)

@@ -41,21 +41,29 @@ def infer_logits(
     world_size: int = 1,
     autocast: Any = contextlib.nullcontext,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(row indices, logits) for this rank's share of length-sorted batches, in batch order."""
+    """(row indices, logits) for this rank's share of length-sorted batches, in batch order.
+
+    Every rank runs the same number of forward passes: one short of its share repeats a batch
+    and drops the result, because sharded models (FSDP, ZeRO-3) gather weights in each forward
+    and a rank that stopped early would leave the others waiting forever."""
     model.eval()
     device = next(model.parameters()).device
-    sampler = TokenBudgetBatchSampler(tokenized["length"], max_tokens, shuffle=False)
+    batches = TokenBudgetBatchSampler(tokenized["length"], max_tokens, shuffle=False).batches()
     inputs = model_inputs(tokenized).remove_columns(
         [c for c in ("labels",) if c in tokenized.column_names]
     )
+    share = batches[rank::world_size]
+    passes = -(-len(batches) // world_size)
     indices: list[int] = []
     outputs: list[np.ndarray] = []
-    for batch_indices in sampler.batches()[rank::world_size]:
+    for position in range(passes):
+        batch_indices = share[position] if position < len(share) else batches[0]
         batch = collate(inputs.__getitems__(batch_indices))
         with autocast():
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        outputs.append(logits.float().cpu().numpy())
-        indices += batch_indices
+        if position < len(share):
+            outputs.append(logits.float().cpu().numpy())
+            indices += batch_indices
     width = outputs[0].shape[-1] if outputs else model.config.num_labels
     return np.asarray(indices, dtype=np.int64), (
         np.concatenate(outputs) if outputs else np.zeros((0, width), np.float32)
