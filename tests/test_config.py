@@ -204,7 +204,10 @@ def test_several_validation_problems_are_reported_together():
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("task=foo", "task must be one of auto, classification, regression, got 'foo'"),
+        (
+            "task=foo",
+            "task must be one of auto, classification, regression, masked-lm, causal-lm, got 'foo'",
+        ),
         ("train.precision=fp8", "train.precision must be one of auto, fp32, bf16, fp16"),
         ("data.encoding_errors=loud", "data.encoding_errors must be strict, replace or ignore"),
         ("data.validation_fraction=1.5", "data.validation_fraction must be between 0 and 1"),

@@ -109,6 +109,22 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         return len(self.batches())
 
 
+def rank_passes(
+    batches: list[list[int]], rank: int, world_size: int
+) -> Iterator[tuple[list[int], bool]]:
+    """This rank's share of `batches` as (rows, keep) pairs, as many on every rank.
+
+    Sharded models (FSDP, ZeRO-3) gather weights in each forward, so a rank that stopped early
+    would leave the others waiting forever: a rank short of batches repeats one (keep=False) and
+    drops its output."""
+    share = batches[rank::world_size]
+    for position in range(-(-len(batches) // world_size)):
+        if position < len(share):
+            yield share[position], True
+        else:
+            yield batches[0], False
+
+
 def padding_share(lengths: np.ndarray, sampler: TokenBudgetBatchSampler) -> float:
     """Fraction of the padded tensors of `sampler`'s batches that is padding, for reporting."""
     batches = sampler.batches()

@@ -42,7 +42,8 @@ def prepare_output_dir(path: Path, overwrite: bool) -> None:
     """Clear an earlier run's files (checkpoints too) when allowed, and create the folder."""
     check_output_dir(path, overwrite)
     if _holds_run(path) or (path / CHECKPOINTS).exists():
-        for name in ("model", "metrics.json", "metrics.jsonl", "config.yaml", CHECKPOINTS):
+        old = ("model", "metrics.json", "metrics.jsonl", "config.yaml", "tensorboard", CHECKPOINTS)
+        for name in old:
             target = path / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     path.mkdir(parents=True, exist_ok=True)

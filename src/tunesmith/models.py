@@ -14,6 +14,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from tunesmith.config import LoraConfig
 from tunesmith.errors import UserError
 
 # builtin:NAME -> (installed package, folder inside it). Installed with tunesmith, so offline.
@@ -60,25 +61,25 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
 
 
-def load_sequence_classifier(name: str, attention_dropout: float | None = None, **head: Any):
-    """`AutoModelForSequenceClassification` with the given head settings (num_labels, ...);
-    `attention_dropout` replaces the checkpoint's rate when given."""
+def load_pretrained(
+    auto: Any, name: str, attention_dropout: float | None, head: str, **settings: Any
+) -> torch.nn.Module:
+    """`auto.from_pretrained` (an AutoModelFor... class) with config `settings` (num_labels, ...);
+    `attention_dropout` replaces the checkpoint's rate when given; `head` names the head in the
+    message for an architecture that has none."""
     path = resolve_model(name)
     try:
-        config = AutoConfig.from_pretrained(path, **head)
+        config = AutoConfig.from_pretrained(path, **settings)
         if attention_dropout is not None:
             for key in ATTENTION_DROPOUT_KEYS:
                 if hasattr(config, key):
                     setattr(config, key, attention_dropout)
         # A checkpoint that already has a head of another size gets a fresh head, not an error.
-        return AutoModelForSequenceClassification.from_pretrained(
-            path, config=config, ignore_mismatched_sizes=True
-        )
+        return auto.from_pretrained(path, config=config, ignore_mismatched_sizes=True)
     except ValueError as e:
         if "Unrecognized configuration class" in str(e):
             raise UserError(
-                f"model={name}: this architecture has no sequence-classification head in "
-                f"transformers; use an encoder such as BERT, RoBERTa or MiniLM"
+                f"model={name}: this architecture has no {head} in transformers"
             ) from None
         raise UserError(f"model={name}: cannot load it ({_first_line(e)})") from None
     except OSError as e:
@@ -86,6 +87,39 @@ def load_sequence_classifier(name: str, attention_dropout: float | None = None, 
             f"model={name}: not a local folder and not loadable from the Hub or its cache "
             f"({_first_line(e)})"
         ) from None
+
+
+def load_sequence_classifier(
+    name: str, attention_dropout: float | None = None, **head: Any
+) -> torch.nn.Module:
+    """`AutoModelForSequenceClassification` with the given head settings (num_labels, ...)."""
+    return load_pretrained(
+        AutoModelForSequenceClassification,
+        name,
+        attention_dropout,
+        "sequence-classification head (use an encoder such as BERT, RoBERTa or MiniLM)",
+        **head,
+    )
+
+
+def add_lora(model: torch.nn.Module, lora: LoraConfig, task_type: str | None) -> torch.nn.Module:
+    """Wrap `model` with peft LoRA adapters; only they (and a fresh classification head) train."""
+    try:
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
+    except ImportError:
+        raise UserError("lora.r > 0 needs peft: pip install peft") from None
+    config = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type=task_type,
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:
+        raise UserError(f"lora: {_first_line(e)}; set lora.target_modules=[...]") from None
 
 
 def freeze(model: torch.nn.Module, word_embeddings: bool, layers: int) -> None:

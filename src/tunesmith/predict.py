@@ -16,14 +16,15 @@ from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from tunesmith import data
-from tunesmith.batching import TokenBudgetBatchSampler
+from tunesmith.batching import TokenBudgetBatchSampler, rank_passes
 from tunesmith.checkpoint import read_meta
-from tunesmith.config import DataConfig
+from tunesmith.config import LANGUAGE_MODEL_TASKS, DataConfig
 from tunesmith.errors import UserError
 from tunesmith.tasks import LabelSpec, SequenceClassification
 from tunesmith.tasks.classification import encode_labels
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# What the models and collators take; offset_mapping feeds whole-word masking.
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "offset_mapping")
 
 
 def model_inputs(ds: Dataset) -> Dataset:
@@ -41,27 +42,20 @@ def infer_logits(
     world_size: int = 1,
     autocast: Any = contextlib.nullcontext,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(row indices, logits) for this rank's share of length-sorted batches, in batch order.
-
-    Every rank runs the same number of forward passes: one short of its share repeats a batch
-    and drops the result, because sharded models (FSDP, ZeRO-3) gather weights in each forward
-    and a rank that stopped early would leave the others waiting forever."""
+    """(row indices, logits) for this rank's share of length-sorted batches, in batch order."""
     model.eval()
     device = next(model.parameters()).device
     batches = TokenBudgetBatchSampler(tokenized["length"], max_tokens, shuffle=False).batches()
     inputs = model_inputs(tokenized).remove_columns(
         [c for c in ("labels",) if c in tokenized.column_names]
     )
-    share = batches[rank::world_size]
-    passes = -(-len(batches) // world_size)
     indices: list[int] = []
     outputs: list[np.ndarray] = []
-    for position in range(passes):
-        batch_indices = share[position] if position < len(share) else batches[0]
+    for batch_indices, keep in rank_passes(batches, rank, world_size):
         batch = collate(inputs.__getitems__(batch_indices))
         with autocast():
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        if position < len(share):
+        if keep:
             outputs.append(logits.float().cpu().numpy())
             indices += batch_indices
     width = outputs[0].shape[-1] if outputs else model.config.num_labels
@@ -73,10 +67,10 @@ def infer_logits(
 def resolve_model_dir(path: str | Path) -> Path:
     """A model folder, or a run folder holding `model/`."""
     path = Path(path).expanduser()
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    if (path / "config.json").is_file():
-        return path
+    for folder in (path / "model", path):
+        # adapter_config.json: a LoRA adapter exported unmerged (lora.merge=false)
+        if any((folder / name).is_file() for name in ("config.json", "adapter_config.json")):
+            return folder
     raise UserError(f"{path}: not a model folder (no config.json) nor a run folder (no model/)")
 
 
@@ -86,6 +80,12 @@ class Predictor:
     def __init__(self, model_path: str | Path, max_tokens_per_batch: int = 8192) -> None:
         self.model_dir = resolve_model_dir(model_path)
         self.meta = read_meta(self.model_dir)
+        task = self.meta.get("task")
+        if task in LANGUAGE_MODEL_TASKS:
+            use = "fill-mask" if task == "masked-lm" else "generate"
+            raise UserError(
+                f"{self.model_dir}: a {task} model labels nothing; use tunesmith {use} with it"
+            )
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.model = AutoModelForSequenceClassification.from_pretrained(self.model_dir)
         self.model.eval()
@@ -143,3 +143,59 @@ class Predictor:
         task = SequenceClassification(columns, self.labels)
         logits = self.logits(ds, columns)
         return {"rows": len(ds), **task.compute_metrics(logits, np.asarray(ds["labels"]))}
+
+
+def fill_mask(model_path: str | Path, text: str, top_k: int = 5) -> list[list[dict[str, Any]]]:
+    """Top-k {token, score} for each mask in `text`, through transformers' fill-mask pipeline.
+    `[MASK]` and `<mask>` both mean the tokenizer's own mask token."""
+    from transformers import pipeline
+
+    model_dir = resolve_model_dir(model_path)
+    fill = pipeline("fill-mask", model=str(model_dir), top_k=top_k)
+    mask = fill.tokenizer.mask_token
+    if mask is None:
+        raise UserError(f"{model_dir}: the tokenizer has no mask token; is this a masked LM?")
+    for alias in ("[MASK]", "<mask>"):
+        text = text.replace(alias, mask)
+    if mask not in text:
+        raise UserError("the text has no mask; write [MASK] where a word should be filled in")
+    found = fill(text)
+    per_mask = found if text.count(mask) > 1 else [found]
+    return [[{"token": c["token_str"], "score": float(c["score"])} for c in m] for m in per_mask]
+
+
+def generate(
+    model_path: str | Path,
+    prompt: str,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    chat: bool = False,
+    seed: int | None = None,
+) -> str:
+    """The text a causal LM continues `prompt` with (greedy at temperature 0); `chat` wraps the
+    prompt as a user turn with the tokenizer's chat template."""
+    from transformers import AutoModelForCausalLM, set_seed
+
+    model_dir = resolve_model_dir(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    if seed is not None:
+        set_seed(seed)
+    if chat:
+        if not tokenizer.chat_template:
+            raise UserError(f"{model_dir}: the tokenizer has no chat template; drop --chat")
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=not chat)
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
+    with torch.inference_mode():
+        output = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            **(sampling if temperature > 0 else {"do_sample": False}),
+        )
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -19,15 +19,19 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith import data, metrics
-from tunesmith.config import Config, DataConfig
+from tunesmith.config import LANGUAGE_MODEL_TASKS, Config, DataConfig, LanguageModelConfig
+from tunesmith.errors import UserError
 from tunesmith.tasks import LabelSpec, SequenceClassification
 from tunesmith.tasks.classification import encode_labels, infer_labels
+from tunesmith.tasks.language_modeling import LanguageModeling, check_messages, find_columns
+
+Task = SequenceClassification | LanguageModeling
 
 
 @dataclass
 class PreparedData:
-    task: SequenceClassification
-    train: Dataset  # tokenized, with `labels` and `length`
+    task: Task
+    train: Dataset  # tokenized, with `length` (and `labels` where the rows carry them)
     validation: Dataset
     test: Dataset | None
     summary: dict
@@ -48,18 +52,20 @@ def _cache_key(ds: Dataset, tokenizer: PreTrainedTokenizerBase, *parts: object) 
 
 
 def tokenize_cached(
-    ds: Dataset, task: SequenceClassification, tokenizer, max_length: int, cache_dir: Path
+    ds: Dataset, task: Task, tokenizer, max_length: int, cache_dir: Path
 ) -> tuple[Dataset, bool]:
     """Tokenize with `Dataset.map(batched=True)`; a second run with the same data, tokenizer and
     settings reads the Arrow file instead. Returns (dataset, whether it came from the cache)."""
-    key = _cache_key(ds, tokenizer, max_length, task.columns)
+    key = _cache_key(ds, tokenizer, max_length, task)
     cache_file = cache_dir / f"{key}.arrow"
     hit = cache_file.exists()
     cache_dir.mkdir(parents=True, exist_ok=True)
     tokenized = ds.map(
         task.tokenize_function(tokenizer, max_length),
         batched=True,
-        remove_columns=[c for c in ds.column_names if c != "labels"],
+        # Classification keeps its encoded labels; language-model samples make their own, and
+        # grouped texts change the row count, so every raw column goes.
+        remove_columns=[c for c in ds.column_names if c not in task.kept_columns],
         cache_file_name=str(cache_file),
         new_fingerprint=key,
         load_from_cache_file=True,
@@ -82,8 +88,15 @@ def labelled_splits(
     labels = infer_labels(splits["train"], columns.label, task, label_names, source["train"])
     for name in splits:
         splits[name] = encode_labels(splits[name], columns.label, labels, source[name])
+    stratify = "labels" if labels.kind == "classification" else None
+    return _held_out_and_sampled(splits, d, seed, stratify), columns, labels
+
+
+def _held_out_and_sampled(
+    splits: dict[str, Dataset], d: DataConfig, seed: int, stratify: str | None
+) -> dict[str, Dataset]:
+    """Validation held out of train when missing (seeded), then the sample limits applied."""
     if "validation" not in splits:
-        stratify = "labels" if labels.kind == "classification" else None
         try:
             held = splits["train"].train_test_split(
                 test_size=d.validation_fraction, seed=seed, stratify_by_column=stratify
@@ -94,39 +107,80 @@ def labelled_splits(
     for name, limit in (("train", d.max_train_samples), ("validation", d.max_validation_samples)):
         if limit is not None and len(splits[name]) > limit:
             splits[name] = splits[name].shuffle(seed=seed).select(range(limit))
-    return splits, columns, labels
+    return splits
+
+
+def language_model_splits(
+    d: DataConfig, seed: int, task: str, settings: LanguageModelConfig
+) -> tuple[dict[str, Dataset], LanguageModeling]:
+    """Raw files -> checked text (or prompt/completion, or chat) columns -> held-out validation
+    -> samples, for the language-model tasks."""
+    splits = data.load_splits(d)
+    source = {name: getattr(d, name) or f"data.dataset={d.dataset}[{name}]" for name in splits}
+    columns, chat = find_columns(splits["train"], task, d.text_column, source["train"])
+    for name, ds in splits.items():
+        if find_columns(ds, task, d.text_column, source[name]) != (columns, chat):
+            raise UserError(f"{source[name]}: its columns differ from the training data's")
+        if chat:
+            check_messages(ds, columns.text, source[name])
+        else:
+            splits[name] = data.check_texts(ds, columns, source[name], d.drop_empty)
+    splits = _held_out_and_sampled(splits, d, seed, stratify=None)
+    return splits, LanguageModeling(task, columns, settings, chat)
 
 
 def prepare_data(
     cfg: Config, tokenizer: PreTrainedTokenizerBase, accelerator: Accelerator
 ) -> PreparedData:
-    """Labelled splits, tokenized through the on-disk cache, plus a summary for metrics.json."""
+    """Splits, tokenized through the on-disk cache, plus a summary for metrics.json."""
     d = cfg.data
-    splits, columns, labels = labelled_splits(d, cfg.train.seed, cfg.task, cfg.label_names)
-    task = SequenceClassification(columns, labels)
+    task: Task
+    if cfg.task in LANGUAGE_MODEL_TASKS:
+        splits, task = language_model_splits(d, cfg.train.seed, cfg.task, cfg.lm)
+    else:
+        splits, columns, labels = labelled_splits(d, cfg.train.seed, cfg.task, cfg.label_names)
+        task = SequenceClassification(columns, labels)
+    task.prepare_tokenizer(tokenizer)
     cache_dir = Path(d.cache_dir or default_cache_dir() / "tokenized").expanduser()
     tokenized, hits = {}, []
     with accelerator.main_process_first():
         for name, ds in splits.items():
             tokenized[name], hit = tokenize_cached(ds, task, tokenizer, d.max_length, cache_dir)
             hits.append(hit)
+    dropped = {}
+    for name, ds in tokenized.items():
+        if "predicted" in ds.column_names:  # causal samples whose completion was cut off whole
+            kept = ds.filter(lambda n: n > 0, input_columns="predicted")
+            dropped[name], tokenized[name] = len(ds) - len(kept), kept
+            if not len(kept):
+                raise UserError(
+                    f"{name}: no sample keeps a completion token within data.max_length="
+                    f"{d.max_length}; raise data.max_length"
+                )
+        tokenized[name] = task.fix_eval_masks(tokenized[name], tokenizer, cfg.train.seed)
+    columns = task.columns
+    grouped = cfg.task == "masked-lm" and cfg.lm.group_texts
     summary = {
         "columns": {"text": columns.text, "text_pair": columns.text_pair, "label": columns.label},
-        "task": labels.kind,
-        "labels": list(labels.names),
-        "rows": {name: len(ds) for name, ds in tokenized.items()},
+        "task": task.kind,
+        "labels": list(task.labels.names) if isinstance(task, SequenceClassification) else [],
+        "rows": {name: len(ds) for name, ds in splits.items()},
+        "samples": {name: len(ds) for name, ds in tokenized.items()},
+        "tokens": {name: int(sum(ds["length"])) for name, ds in tokenized.items()},
         # Rows that reached data.max_length were (almost always) cut short by truncation.
         "truncated_rows": {
-            name: int((np.asarray(ds["length"]) >= d.max_length).sum())
+            name: 0 if grouped else int((np.asarray(ds["length"]) >= d.max_length).sum())
             for name, ds in tokenized.items()
         },
         "tokenization": "cached" if all(hits) else "computed",
     }
-    if labels.kind == "classification":
+    if any(dropped.values()):
+        summary["dropped_without_completion"] = dropped
+    if isinstance(task, SequenceClassification) and task.labels.kind == "classification":
         summary["majority_baseline"] = metrics.majority_baseline(
             np.asarray(tokenized["train"]["labels"]),
             np.asarray(tokenized["validation"]["labels"]),
-            labels.num_labels,
+            task.labels.num_labels,
         )
     return PreparedData(
         task, tokenized["train"], tokenized["validation"], tokenized.get("test"), summary

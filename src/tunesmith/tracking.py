@@ -43,6 +43,25 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
 
+def flat_config(values: dict, prefix: str = "") -> dict:
+    """A nested config as `train.epochs`-style keys, as TensorBoard hparams take it (lists as
+    text; None values are skipped there)."""
+    flat: dict = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = str(value) if isinstance(value, list) else value
+    return flat
+
+
+def tracker_scalars(record: dict) -> dict[str, float]:
+    """A metrics.jsonl record's numbers for a tracker, validation metrics as `validation/NAME`."""
+    scalars = {k: v for k, v in record.items() if k != "step" and isinstance(v, int | float)}
+    scalars.update({f"validation/{k}": v for k, v in record.get("validation", {}).items()})
+    return scalars
+
+
 def plot_training_curves(records: list[dict], metric: str, path: Path) -> None:
     """Training loss per logged step, and the validation metric on a second axis."""
     fig, ax = plt.subplots(figsize=(7, 4))

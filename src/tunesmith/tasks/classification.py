@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from datasets import ClassLabel, Dataset, Value
-from transformers import PreTrainedTokenizerBase
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from tunesmith import metrics
+from tunesmith import metrics, tracking
 from tunesmith.data import Columns
 from tunesmith.errors import UserError
+from tunesmith.metrics import Evaluation
+from tunesmith.models import load_sequence_classifier
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,79 @@ class SequenceClassification:
 
     columns: Columns
     labels: LabelSpec
+
+    # Unless train.freeze_word_embeddings says otherwise: the step is faster, accuracy the same.
+    freeze_word_embeddings = True
+    kept_columns = ("labels",)  # the encoded labels survive tokenization
+    packs = False  # one row per sample, padded
+    evaluate_before_training = False  # a fresh head scores chance; the majority class says more
+    peft_task_type = "SEQ_CLS"  # peft then trains the fresh head fully, beside the adapters
+
+    @property
+    def kind(self) -> str:
+        return self.labels.kind
+
+    def describe(self) -> str:
+        names = f", labels {list(self.labels.names)}" if self.labels.names else ""
+        return f"{self.labels.kind}{names}"
+
+    def meta(self) -> dict[str, Any]:
+        """What `tunesmith.json` in the exported folder says about the inputs."""
+        return {
+            "task": self.labels.kind,
+            "text_column": self.columns.text,
+            "text_pair_column": self.columns.text_pair,
+            "label_column": self.columns.label,
+        }
+
+    def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Nothing to add: encoders come with padding."""
+
+    def load_model(self, name: str, attention_dropout: float | None) -> torch.nn.Module:
+        return load_sequence_classifier(name, attention_dropout, **self.model_kwargs())
+
+    def train_collator(self, tokenizer: PreTrainedTokenizerBase, pad_multiple: int) -> Any:
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple)
+
+    eval_collator = train_collator
+
+    def fix_eval_masks(self, ds: Dataset, tokenizer: PreTrainedTokenizerBase, seed: int) -> Dataset:
+        """Nothing is random in a classification input."""
+        return ds
+
+    def evaluate_share(
+        self,
+        model: torch.nn.Module,
+        ds: Dataset,
+        collate: Any,
+        max_tokens: int,
+        rank: int,
+        world_size: int,
+        autocast: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(row indices, logits) of this rank's share of the length-sorted batches."""
+        from tunesmith.predict import infer_logits
+
+        return infer_logits(model, ds, collate, max_tokens, rank, world_size, autocast)
+
+    def combine(self, shares: list[tuple[np.ndarray, np.ndarray]], ds: Dataset) -> Evaluation:
+        """Every rank's rows back in input order, then the metrics over all of them."""
+        width = shares[0][1].shape[-1]
+        logits = np.empty((len(ds), width), dtype=np.float32)
+        for indices, share_logits in shares:
+            logits[indices] = share_logits
+        scores = self.compute_metrics(logits, np.asarray(ds["labels"]))
+        # NaN/inf logits still argmax to some class and score; such a model is never the best.
+        return Evaluation(scores, bool(np.isfinite(logits).all()), logits)
+
+    def plots(self, ds: Dataset, evaluation: Evaluation, output_dir: Path) -> None:
+        if self.labels.kind == "classification":
+            tracking.plot_confusion_matrix(
+                np.asarray(ds["labels"]),
+                self.predictions(evaluation.logits),
+                list(self.labels.names),
+                output_dir / "confusion_matrix.png",
+            )
 
     @property
     def default_metric(self) -> str:
