@@ -348,3 +348,47 @@ def test_lora_causal_lm_can_export_the_adapter_alone(tiny_llama, tmp_path, capsy
     capsys.readouterr()
     assert main(["generate", str(out), "the movie", "--max-new-tokens", "3"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+# ---- serving ----
+
+
+def test_serve_answers_fill_mask_and_generate_for_language_models(tiny_model, tiny_gpt2, tmp_path):
+    from test_serve import Server
+
+    from tunesmith.predict import FillMasker, Generator, load_for_serving
+    from tunesmith.serve import create_app
+
+    train_file, _ = text_files(tmp_path)
+    for task, model in (("masked-lm", tiny_model), ("causal-lm", tiny_gpt2)):
+        train(
+            task=task,
+            model=str(model),
+            data__train=str(train_file),
+            data__max_length=16,
+            train__max_steps=2,
+            output_dir=str(tmp_path / task),
+        )
+    masker = load_for_serving(tmp_path / "masked-lm")
+    assert isinstance(masker, FillMasker)
+    with Server(create_app(masker)) as server:
+        status, body = server.request(
+            "POST", "/fill-mask", json.dumps({"text": "the [MASK] was good", "top_k": 3}).encode()
+        )
+        assert status == 200
+        assert [c["token"] for c in body["masks"][0]] == [
+            c["token"] for c in masker("the [MASK] was good", 3)[0]
+        ]
+        status, body = server.request("POST", "/fill-mask", b'{"text": "no mask here"}')
+        assert status == 422 and "no mask" in body["detail"]
+        status, body = server.request("POST", "/predict", b'{"inputs": {"text": "a"}}')
+        assert status == 404 and "masked-lm" in body["detail"]
+        assert server.request("GET", "/info")[1]["task"] == "masked-lm"
+    generator = load_for_serving(tmp_path / "causal-lm")
+    assert isinstance(generator, Generator)
+    with Server(create_app(generator)) as server:
+        request = {"prompt": "the movie was", "max_new_tokens": 3}
+        status, body = server.request("POST", "/generate", json.dumps(request).encode())
+        assert status == 200 and body["text"] == generator("the movie was", 3)
+        status, body = server.request("POST", "/generate", b'{"prompt": "a", "max_new_tokens": 0}')
+        assert status == 422

@@ -113,9 +113,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> None:
-    from tunesmith.predict import fill_mask
+    from tunesmith.predict import FillMasker
 
-    masks = fill_mask(args.model, args.text, args.top_k)
+    masks = FillMasker(args.model)(args.text, args.top_k)
     for i, candidates in enumerate(masks):
         if len(masks) > 1:
             print(f"# mask {i + 1}")
@@ -124,11 +124,10 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from tunesmith.predict import generate
+    from tunesmith.predict import Generator
 
     print(
-        generate(
-            args.model,
+        Generator(args.model)(
             args.prompt,
             args.max_new_tokens,
             args.temperature,

@@ -44,7 +44,7 @@ def _data(train_samples: int) -> dict:
 def run_mlm_demo(output_dir: str, train_samples: int, epochs: float) -> dict:
     """Masked-LM adaptation: held-out perplexity before and after, then fill-mask."""
     from tunesmith.api import train
-    from tunesmith.predict import fill_mask
+    from tunesmith.predict import FillMasker
 
     config = {
         "model": "builtin:minilm-l6",
@@ -64,7 +64,7 @@ def run_mlm_demo(output_dir: str, train_samples: int, epochs: float) -> dict:
         f"before {before:.1f}, after {after:.1f}"
     )
     print(f"fill-mask: {FILL_MASK_EXAMPLE}")
-    for candidate in fill_mask(output_dir, FILL_MASK_EXAMPLE, top_k=5)[0]:
+    for candidate in FillMasker(output_dir)(FILL_MASK_EXAMPLE, top_k=5)[0]:
         print(f"  {candidate['token']:>12} {candidate['score']:.3f}")
     print(f"model and metrics: {output_dir}/")
     return result

@@ -271,6 +271,7 @@ def build(cfg: Config, fresh: bool) -> Run:
             f"tunesmith: rows cut to data.max_length={cfg.data.max_length} by truncation: "
             f"{truncated}; raise data.max_length to keep more of each text"
         )
+    engine = f" ({accelerator.distributed_type.value})" if accelerator.num_processes > 1 else ""
     if cfg.lm.packing and "position_ids" not in inspect.signature(model.forward).parameters:
         accelerator.print(
             f"tunesmith: {type(model).__name__} takes no position_ids, so packed samples attend "
@@ -280,7 +281,7 @@ def build(cfg: Config, fresh: bool) -> Run:
         f"tunesmith: {task.describe()}, rows {prepared.summary['rows']}; "
         f"precision {precision} ({precision_reason}); "
         f"micro-batch {batch} x {t.gradient_accumulation_steps} accumulation x "
-        f"{accelerator.num_processes} process(es) ({accelerator.distributed_type.value}); "
+        f"{accelerator.num_processes} process(es){engine}; "
         f"{total_steps} optimizer steps"
     )
     eval_interval = t.eval_every_steps or math.ceil(steps_per_epoch / t.evals_per_epoch)

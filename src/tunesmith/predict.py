@@ -145,57 +145,83 @@ class Predictor:
         return {"rows": len(ds), **task.compute_metrics(logits, np.asarray(ds["labels"]))}
 
 
-def fill_mask(model_path: str | Path, text: str, top_k: int = 5) -> list[list[dict[str, Any]]]:
-    """Top-k {token, score} for each mask in `text`, through transformers' fill-mask pipeline.
-    `[MASK]` and `<mask>` both mean the tokenizer's own mask token."""
-    from transformers import pipeline
+class FillMasker:
+    """A masked LM loaded once: top-k {token, score} for each mask in a text, through
+    transformers' fill-mask pipeline. `[MASK]` and `<mask>` both mean the tokenizer's own mask."""
 
-    model_dir = resolve_model_dir(model_path)
-    fill = pipeline("fill-mask", model=str(model_dir), top_k=top_k)
-    mask = fill.tokenizer.mask_token
-    if mask is None:
-        raise UserError(f"{model_dir}: the tokenizer has no mask token; is this a masked LM?")
-    for alias in ("[MASK]", "<mask>"):
-        text = text.replace(alias, mask)
-    if mask not in text:
-        raise UserError("the text has no mask; write [MASK] where a word should be filled in")
-    found = fill(text)
-    per_mask = found if text.count(mask) > 1 else [found]
-    return [[{"token": c["token_str"], "score": float(c["score"])} for c in m] for m in per_mask]
+    def __init__(self, model_path: str | Path) -> None:
+        from transformers import pipeline
+
+        self.model_dir = resolve_model_dir(model_path)
+        self.meta = read_meta(self.model_dir)
+        self.pipeline = pipeline("fill-mask", model=str(self.model_dir))
+        self.mask = self.pipeline.tokenizer.mask_token
+        if self.mask is None:
+            raise UserError(f"{self.model_dir}: the tokenizer has no mask token; not a masked LM")
+
+    def __call__(self, text: str, top_k: int = 5) -> list[list[dict[str, Any]]]:
+        for alias in ("[MASK]", "<mask>"):
+            text = text.replace(alias, self.mask)
+        if self.mask not in text:
+            raise UserError("the text has no mask; write [MASK] where a word should be filled in")
+        found = self.pipeline(text, top_k=top_k)
+        per_mask = found if text.count(self.mask) > 1 else [found]
+        return [
+            [{"token": c["token_str"], "score": float(c["score"])} for c in m] for m in per_mask
+        ]
 
 
-def generate(
-    model_path: str | Path,
-    prompt: str,
-    max_new_tokens: int = 64,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    chat: bool = False,
-    seed: int | None = None,
-) -> str:
-    """The text a causal LM continues `prompt` with (greedy at temperature 0); `chat` wraps the
-    prompt as a user turn with the tokenizer's chat template."""
-    from transformers import AutoModelForCausalLM, set_seed
+class Generator:
+    """A causal LM loaded once; greedy at temperature 0, sampling above; `chat` wraps the prompt
+    as a user turn with the tokenizer's chat template."""
 
-    model_dir = resolve_model_dir(model_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    if seed is not None:
-        set_seed(seed)
-    if chat:
-        if not tokenizer.chat_template:
-            raise UserError(f"{model_dir}: the tokenizer has no chat template; drop --chat")
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=not chat)
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
-    with torch.inference_mode():
-        output = model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-            **(sampling if temperature > 0 else {"do_sample": False}),
-        )
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    def __init__(self, model_path: str | Path) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self.model_dir = resolve_model_dir(model_path)
+        self.meta = read_meta(self.model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir).eval()
+
+    def __call__(
+        self,
+        prompt: str,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        chat: bool = False,
+        seed: int | None = None,
+    ) -> str:
+        from transformers import set_seed
+
+        tokenizer = self.tokenizer
+        if seed is not None:
+            set_seed(seed)
+        if chat:
+            if not tokenizer.chat_template:
+                raise UserError(f"{self.model_dir}: the tokenizer has no chat template; no chat")
+            prompt = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=not chat)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                **(sampling if temperature > 0 else {"do_sample": False}),
+            )
+        new_tokens = output[0, inputs["input_ids"].shape[1] :]
+        return tokenizer.decode(new_tokens, skip_special_tokens=True)
+
+
+def load_for_serving(model_path: str | Path) -> Predictor | FillMasker | Generator:
+    """The inference object that fits the exported model's task."""
+    task = read_meta(resolve_model_dir(model_path)).get("task")
+    if task == "masked-lm":
+        return FillMasker(model_path)
+    if task == "causal-lm":
+        return Generator(model_path)
+    return Predictor(model_path)

@@ -1,4 +1,5 @@
-"""`tunesmith serve`: an HTTP API over `Predictor` that merges concurrent requests into batches.
+"""`tunesmith serve`: an HTTP API over `Predictor` that merges concurrent requests into batches,
+and `/fill-mask` or `/generate` for a language model.
 
 One model call on 32 texts costs far less than 32 calls on one text each, so requests that
 arrive together wait up to `max_wait_ms` and run as one `Predictor.predict_texts` call. The
@@ -22,11 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tunesmith.errors import UserError
-from tunesmith.predict import Predictor
+from tunesmith.predict import FillMasker, Generator, Predictor, load_for_serving
 
 MAX_BODY_BYTES = 1 << 20
 MAX_TEXT_CHARS = 20_000
 MAX_INPUTS = 256
+MAX_NEW_TOKENS = 1024
 
 # Predictor.predict_texts(texts, pairs) -> one {"label", "scores"} record per text, in order.
 PredictFn = Callable[[list[str], list[str] | None], list[dict[str, Any]]]
@@ -86,12 +88,44 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = Field(default=None, description="each invalid field (422)")
 
 
+class FillMaskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(
+        min_length=1, max_length=MAX_TEXT_CHARS, description="text with one or more [MASK]"
+    )
+    top_k: int = Field(default=5, ge=1, le=100, description="candidates per mask")
+
+
+class Candidate(BaseModel):
+    token: str
+    score: float
+
+
+class FillMaskResponse(BaseModel):
+    masks: list[list[Candidate]] = Field(description="per mask, in text order: the top-k")
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    max_new_tokens: int = Field(default=64, ge=1, le=MAX_NEW_TOKENS)
+    temperature: float = Field(default=0.0, ge=0.0, le=5.0, description="0 is greedy")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=0, ge=0, description="sample among the k likeliest; 0: all")
+    chat: bool = Field(default=False, description="wrap the prompt as a user chat turn")
+    seed: int | None = Field(default=None, description="for reproducible sampling")
+
+
+class GenerateResponse(BaseModel):
+    text: str = Field(description="the continuation, without the prompt")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 
 
 class Info(BaseModel):
-    task: Literal["classification", "regression"]
+    task: Literal["classification", "regression", "masked-lm", "causal-lm"]
     labels: list[str] = Field(description="class names in id order (empty for regression)")
     model_path: str
     max_length: int = Field(description="tokens per text (or pair) before truncation")
@@ -267,7 +301,7 @@ def _user_error(_: Request, exc: UserError) -> JSONResponse:
 
 
 def create_app(
-    predictor: Predictor,
+    predictor: Predictor | FillMasker | Generator,
     max_batch_size: int = 32,
     max_wait_ms: float = 5.0,
     batching: bool = True,
@@ -278,22 +312,38 @@ def create_app(
         raise UserError("--max-batch-size and --max-body-bytes must be at least 1")
     if max_wait_ms < 0:
         raise UserError(f"--max-wait-ms={max_wait_ms}: must be 0 or more")
+    classifier = isinstance(predictor, Predictor)
     info = Info(
-        task=predictor.labels.kind,
-        labels=list(predictor.labels.names),
+        task=predictor.labels.kind if classifier else predictor.meta["task"],
+        labels=list(predictor.labels.names) if classifier else [],
         model_path=str(predictor.model_dir),
-        max_length=predictor.max_length,
-        batching=batching,
-        max_batch_size=max_batch_size if batching else 1,
-        max_wait_ms=max_wait_ms if batching else 0.0,
+        max_length=predictor.max_length if classifier else predictor.meta.get("max_length", 0),
+        batching=batching and classifier,
+        max_batch_size=max_batch_size if batching and classifier else 1,
+        max_wait_ms=max_wait_ms if batching and classifier else 0.0,
         max_inputs=MAX_INPUTS,
         max_text_chars=MAX_TEXT_CHARS,
         max_body_bytes=max_body_bytes,
     )
-    batcher = MicroBatcher(predictor.predict_texts, info.max_batch_size, info.max_wait_ms / 1000)
+    batcher = (
+        MicroBatcher(predictor.predict_texts, info.max_batch_size, info.max_wait_ms / 1000)
+        if classifier
+        else None
+    )
+    # Language models answer one request at a time: a tokenizer is not shared across threads.
+    one_at_a_time = asyncio.Lock()
+
+    def serves(kind: type, endpoint: str) -> None:
+        if not isinstance(predictor, kind):
+            raise HTTPException(
+                404, f"{endpoint} needs a {_ENDPOINT_TASKS[endpoint]} model; this is {info.task}"
+            )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if batcher is None:  # a language model: no /predict queue to drain
+            yield
+            return
         worker = asyncio.create_task(batcher.run())
         yield
         worker.cancel()
@@ -313,10 +363,29 @@ def create_app(
     @app.post("/predict", responses={413: {"model": Problem}, 422: {"model": Problem}})
     async def predict(body: PredictRequest) -> PredictResponse:
         """Label texts or text pairs; concurrent requests share model calls."""
+        serves(Predictor, "/predict")
+        assert batcher is not None  # a classifier always has one
         texts = [i.text for i in body.inputs]
         pairs = [i.text_pair for i in body.inputs]
         rows = await batcher.submit(texts, pairs)
         return PredictResponse(predictions=[Prediction(**row) for row in rows])
+
+    @app.post("/fill-mask", responses={404: {"model": Problem}, 422: {"model": Problem}})
+    async def fill_mask(body: FillMaskRequest) -> FillMaskResponse:
+        """Top-k words for each [MASK] (masked-LM models)."""
+        serves(FillMasker, "/fill-mask")
+        async with one_at_a_time:
+            masks = await asyncio.to_thread(predictor, body.text, body.top_k)
+        return FillMaskResponse(masks=[[Candidate(**c) for c in m] for m in masks])
+
+    @app.post("/generate", responses={404: {"model": Problem}, 422: {"model": Problem}})
+    async def generate(body: GenerateRequest) -> GenerateResponse:
+        """Continue a prompt (causal-LM models)."""
+        serves(Generator, "/generate")
+        options = body.model_dump(exclude={"prompt"})
+        async with one_at_a_time:
+            text = await asyncio.to_thread(predictor, body.prompt, **options)
+        return GenerateResponse(text=text)
 
     @app.get("/health")
     async def health() -> Health:
@@ -327,6 +396,13 @@ def create_app(
         return info
 
     return app
+
+
+_ENDPOINT_TASKS = {
+    "/predict": "classification or regression",
+    "/fill-mask": "masked-lm",
+    "/generate": "causal-lm",
+}
 
 
 def serve(
@@ -341,7 +417,7 @@ def serve(
     """Load the model once and serve it until interrupted (Ctrl-C, SIGTERM)."""
     import uvicorn
 
-    predictor = Predictor(model)
+    predictor = load_for_serving(model)
     app = create_app(predictor, max_batch_size, max_wait_ms, batching, max_body_bytes)
     # No access log: a line per request costs throughput and says little for this API.
     uvicorn.run(app, host=host, port=port, access_log=False)
