@@ -392,3 +392,20 @@ def test_serve_answers_fill_mask_and_generate_for_language_models(tiny_model, ti
         assert status == 200 and body["text"] == generator("the movie was", 3)
         status, body = server.request("POST", "/generate", b'{"prompt": "a", "max_new_tokens": 0}')
         assert status == 422
+
+
+def test_only_held_out_splits_get_fixed_masks(tiny_model, tmp_path):
+    from accelerate import Accelerator
+
+    from tunesmith.config import load_config
+    from tunesmith.preprocess import prepare_data
+
+    train_file, validation_file = text_files(tmp_path)
+    cfg = load_config(
+        None, ["task=masked-lm", f"data.train={train_file}", f"data.validation={validation_file}"]
+    )
+    prepared = prepare_data(cfg, BertTokenizerFast.from_pretrained(tiny_model), Accelerator())
+    assert "labels" not in prepared.train.column_names  # masked afresh by the collator
+    assert "special_tokens_mask" in prepared.train.column_names
+    assert "labels" in prepared.validation.column_names
+    assert prepared.summary["task"] == "masked-lm"

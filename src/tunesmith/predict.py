@@ -23,8 +23,15 @@ from tunesmith.errors import UserError
 from tunesmith.tasks import LabelSpec, SequenceClassification
 from tunesmith.tasks.classification import encode_labels
 
-# What the models and collators take; offset_mapping feeds whole-word masking.
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "offset_mapping")
+# What the models and collators take; the masked-LM collator reads special_tokens_mask (never
+# masked) and offset_mapping (word boundaries, for whole-word masking).
+MODEL_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "special_tokens_mask",
+    "offset_mapping",
+)
 
 
 def model_inputs(ds: Dataset) -> Dataset:

@@ -157,7 +157,8 @@ def prepare_data(
                     f"{name}: no sample keeps a completion token within data.max_length="
                     f"{d.max_length}; raise data.max_length"
                 )
-        tokenized[name] = task.fix_eval_masks(tokenized[name], tokenizer, cfg.train.seed)
+        if name != "train":  # training masks afresh every epoch
+            tokenized[name] = task.fix_eval_masks(tokenized[name], tokenizer, cfg.train.seed)
     columns = task.columns
     grouped = cfg.task == "masked-lm" and cfg.lm.group_texts
     summary = {
