@@ -103,6 +103,21 @@ def text_files(tmp_path: Path) -> tuple[Path, Path]:
     )
 
 
+def train_briefly(task: str, model: Path, out: Path, steps: int, **extra) -> dict:
+    """A short, fast-learning run of a tiny model (16-token samples, 128-token batches)."""
+    return train(
+        task=task,
+        model=str(model),
+        data__max_length=16,
+        train__max_steps=steps,
+        train__learning_rate=5e-3,
+        train__max_tokens_per_batch=128,
+        train__logging_steps=5,
+        output_dir=str(out),
+        **extra,
+    )
+
+
 def losses(run: Path) -> list[float]:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in records if "loss" in r]
@@ -114,17 +129,13 @@ def losses(run: Path) -> list[float]:
 def test_masked_lm_learns_and_reports_perplexity_then_fills_masks(tiny_model, tmp_path, capsys):
     train_file, validation_file = text_files(tmp_path)
     out = tmp_path / "mlm"
-    result = train(
-        task="masked-lm",
-        model=str(tiny_model),
+    result = train_briefly(
+        "masked-lm",
+        tiny_model,
+        out,
+        60,
         data__train=str(train_file),
         data__validation=str(validation_file),
-        data__max_length=16,
-        train__max_steps=60,
-        train__learning_rate=5e-3,
-        train__max_tokens_per_batch=128,
-        train__logging_steps=5,
-        output_dir=str(out),
     )
     curve = losses(out)
     assert np.mean(curve[-3:]) < 0.7 * np.mean(curve[:2])  # the loss falls on repeated text
@@ -284,17 +295,8 @@ def test_causal_lm_learns_and_generates(tiny_gpt2, tmp_path, capsys):
         [{"prompt": "the movie was", "completion": t.split()[-1]} for t in lines(200)],
     )
     out = tmp_path / "sft"
-    result = train(
-        task="causal-lm",
-        model=str(tiny_gpt2),
-        data__train=str(train_file),
-        data__max_length=16,
-        train__max_steps=40,
-        train__learning_rate=5e-3,
-        train__max_tokens_per_batch=128,
-        train__logging_steps=5,
-        lm__packing=True,
-        output_dir=str(out),
+    result = train_briefly(
+        "causal-lm", tiny_gpt2, out, 40, data__train=str(train_file), lm__packing=True
     )
     curve = losses(out)
     assert np.mean(curve[-3:]) < 0.7 * np.mean(curve[:2])
@@ -333,16 +335,8 @@ def test_lora_classifier_exports_a_merged_plain_model(tiny_model, sentiment_csv,
 def test_lora_causal_lm_can_export_the_adapter_alone(tiny_llama, tmp_path, capsys):
     train_file = write_csv(tmp_path / "train.csv", [{"text": t} for t in lines(120)])
     out = tmp_path / "lora-sft"
-    train(
-        task="causal-lm",
-        model=str(tiny_llama),
-        data__train=str(train_file),
-        data__max_length=16,
-        train__max_steps=10,
-        train__learning_rate=5e-3,
-        lora__r=4,
-        lora__merge=False,
-        output_dir=str(out),
+    train_briefly(
+        "causal-lm", tiny_llama, out, 10, data__train=str(train_file), lora__r=4, lora__merge=False
     )
     assert (out / "model" / "adapter_config.json").exists()
     capsys.readouterr()
@@ -361,14 +355,7 @@ def test_serve_answers_fill_mask_and_generate_for_language_models(tiny_model, ti
 
     train_file, _ = text_files(tmp_path)
     for task, model in (("masked-lm", tiny_model), ("causal-lm", tiny_gpt2)):
-        train(
-            task=task,
-            model=str(model),
-            data__train=str(train_file),
-            data__max_length=16,
-            train__max_steps=2,
-            output_dir=str(tmp_path / task),
-        )
+        train_briefly(task, model, tmp_path / task, 2, data__train=str(train_file))
     masker = load_for_serving(tmp_path / "masked-lm")
     assert isinstance(masker, FillMasker)
     with Server(create_app(masker)) as server:
