@@ -415,8 +415,10 @@ def serve(
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> None:
     """Load the model once and serve it until interrupted (Ctrl-C, SIGTERM)."""
+    import datasets
     import uvicorn
 
+    datasets.disable_progress_bars()  # else every request draws a tokenizing bar in the log
     predictor = load_for_serving(model)
     app = create_app(predictor, max_batch_size, max_wait_ms, batching, max_body_bytes)
     # No access log: a line per request costs throughput and says little for this API.
