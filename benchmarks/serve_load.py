@@ -7,6 +7,10 @@ one row. The clients run on the same machine, so they take some of its CPU too.
 
     python benchmarks/serve_load.py --model runs/demo --requests 50
     python benchmarks/serve_load.py   # builtin:minilm-l6 with an untrained 2-class head
+    python benchmarks/serve_load.py --litserve   # and a row for LitServe (pip install litserve)
+
+`--litserve` adds the same model served by LitServe's dynamic batching (`serve_litserve.py`, one
+inference worker, the same batch size and wait) to compare with tunesmith's own micro-batching.
 
 `builtin:minilm-l6` is not a classifier; it gets a fresh, untrained head (saved to a temporary
 folder), which costs what a fine-tuned one does, though its labels mean nothing.
@@ -15,10 +19,13 @@ folder), which costs what a fine-tuned one does, though its labels mean nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import http.client
+import importlib.util
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -67,31 +74,47 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, port: int, extra: list[str], log: Path) -> subprocess.Popen:
+def tunesmith_command(model: str, port: int, extra: list[str]) -> list[str]:
     cmd = [sys.executable, "-m", "tunesmith", "serve", model, "--host", HOST, "--port", str(port)]
+    return [*cmd, *extra]
+
+
+def litserve_command(model: str, port: int, extra: list[str]) -> list[str]:
+    script = Path(__file__).with_name("serve_litserve.py")
+    return [sys.executable, str(script), model, "--host", HOST, "--port", str(port), *extra]
+
+
+def start_server(cmd: list[str], port: int, log: Path) -> subprocess.Popen:
+    """`cmd` started in a session of its own (LitServe forks workers), once /health answers."""
     with log.open("wb") as out:
-        proc = subprocess.Popen([*cmd, *extra], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT_S
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            stop_server(proc)  # workers it started may outlive it
             sys.exit(f"the server exited with {proc.returncode}:\n{log.read_text()}")
         try:
             with opener.open(f"http://{HOST}:{port}/health", timeout=2):
                 return proc
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.2)
-    proc.kill()
+    stop_server(proc)
     sys.exit(f"the server did not answer /health within {START_TIMEOUT_S} s:\n{log.read_text()}")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()  # uvicorn shuts down gracefully on SIGTERM
+    """SIGTERM to the server's whole session (uvicorn shuts down gracefully on it), then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    time.sleep(0.5)  # LitServe's workers get their SIGTERM too; any still there are killed
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def load(port: int, texts: list[str], clients: int) -> tuple[float, list[float]]:
@@ -143,7 +166,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument(
+        "--litserve",
+        action="store_true",
+        help="add LitServe's dynamic batching (serve_litserve.py)",
+    )
     args = parser.parse_args()
+    if args.litserve and importlib.util.find_spec("litserve") is None:
+        sys.exit("--litserve needs LitServe: pip install litserve")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from tunesmith.hardware import cpu_model
@@ -156,16 +186,22 @@ def main() -> None:
         "--max-wait-ms",
         str(args.max_wait_ms),
     ]
-    modes = [(f"micro-batching ({args.max_batch_size}, {args.max_wait_ms:g} ms)", batching)]
-    modes.append(("no batching", ["--no-batching"]))
+    settings = f"({args.max_batch_size}, {args.max_wait_ms:g} ms)"
+    modes = [
+        (f"micro-batching {settings}", tunesmith_command, batching),
+        ("no batching", tunesmith_command, ["--no-batching"]),
+    ]
+    if args.litserve:
+        lit_batching = [*batching[:2], "--batch-timeout-ms", str(args.max_wait_ms)]
+        modes.append((f"LitServe batching {settings}", litserve_command, lit_batching))
     print(f"cpu: {cpu_model()} ({os.cpu_count()} cores); model: {args.model}")
     print(f"{args.clients} clients x {args.requests} requests of one text, loopback")
     print(f"{'mode':32}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         model = classifier_folder(args.model, Path(tmp))
-        for name, extra in modes:
+        for name, command, extra in modes:
             port = free_port()
-            proc = start_server(model, port, extra, Path(tmp) / "server.log")
+            proc = start_server(command(model, port, extra), port, Path(tmp) / "server.log")
             try:
                 load(port, warmup, args.clients)  # first calls pay one-off allocation costs
                 wall, latencies = load(port, texts, args.clients)

@@ -147,6 +147,10 @@ def test_masked_lm_learns_and_reports_perplexity_then_fills_masks(tiny_model, tm
     assert main(["fill-mask", str(out), "the movie was very [MASK]", "--top-k", "3"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 3 and all(len(line.split("\t")) == 2 for line in printed)
+    from tunesmith.report import write_report
+
+    page = write_report(out).read_text()
+    assert "before training perplexity" in page and "data:image/png;base64" in page
     # The exported folder works in transformers' own pipeline too.
     fill = pipeline("fill-mask", model=str(out / "model"), top_k=2)
     assert len(fill("the film was [MASK]")) == 2

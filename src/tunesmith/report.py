@@ -201,6 +201,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if out_path.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out {out_path}: give an .html file (its figures go to a folder beside)")
     figures = Figures(out_path.with_suffix(""))
+    if run.metrics.get("data", {}).get("task") in ("masked-lm", "causal-lm"):
+        return _write_page(run, out_path, _language_model_body(run, figures))
     predictor = Predictor(run.path)
     try:
         splits, data_problem = load_splits(run), None
@@ -219,11 +221,38 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         _section("worst", worst),
         _section("throughput", _throughput(run.metrics)),
     ]
+    return _write_page(run, out_path, body)
+
+
+def _write_page(run: Run, out_path: Path, body: list[str]) -> Path:
     page = PAGE.format(title=html.escape(f"tunesmith report: {run.path}"), body="\n".join(body))
     tmp = out_path.with_name(out_path.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out_path)
     return out_path
+
+
+def _language_model_body(run: Run, figures: Figures) -> list[str]:
+    """A language model's page: no labels, so no distributions, confusion or worst rows."""
+    data = run.metrics.get("data", {})
+    splits = list(data.get("rows", {}))
+    table = _table(
+        ["split", "rows", "samples", "tokens"],
+        [
+            [n, data["rows"][n], data.get("samples", {}).get(n), data.get("tokens", {}).get(n)]
+            for n in splits
+        ],
+    )
+    return [
+        _summary(run),
+        _nav(),
+        _section("config", _config(run.config)),
+        _section("data", table),
+        _section("curves", _curves(run, figures)),
+        _section("validation", _metrics_table(run.metrics)),
+        _section("worst", _note("A language model has no per-row predictions to rank.")),
+        _section("throughput", _throughput(run.metrics)),
+    ]
 
 
 # ---- sections ----
@@ -232,7 +261,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 def _summary(run: Run) -> str:
     m = run.metrics
     metric = m.get("metric_for_best", "")
-    baseline = (m.get("baseline") or {}).get("majority_class") or {}
+    baselines = m.get("baseline") or {}
+    baseline = baselines.get("majority_class") or {}
+    before = baselines.get("before_training") or {}
     finished = time.localtime((run.path / "metrics.json").stat().st_mtime)
 
     def score(value: float | None) -> str | None:
@@ -245,6 +276,7 @@ def _summary(run: Run) -> str:
         (f"validation {metric}", score(m.get("validation", {}).get(metric))),
         (f"test {metric}", score(m.get("test", {}).get(metric))),
         (f"majority-class baseline {metric}", score(baseline.get(metric))),
+        (f"before training {metric}", score(before.get(metric))),
         (
             "best step / steps",
             f"{m.get('best_step')} / {m.get('train', {}).get('optimizer_steps')}",
@@ -406,12 +438,14 @@ def _curves(run: Run, figures: Figures) -> str:
 
 def _metrics_table(m: dict) -> str:
     validation, test = m.get("validation", {}), m.get("test")
-    baseline = (m.get("baseline") or {}).get("majority_class")
+    baselines = m.get("baseline") or {}
+    baseline = baselines.get("majority_class") or baselines.get("before_training")
+    name = "majority baseline" if "majority_class" in baselines else "before training"
     header = [
         "metric",
         "validation",
         *(["test"] if test else []),
-        *(["majority baseline"] if baseline else []),
+        *([name] if baseline else []),
     ]
     rows = [
         [
