@@ -83,3 +83,21 @@ def test_precision_is_detected_and_confirmed_by_a_probe(monkeypatch, flags, spee
         "bf16",
         "precision=bf16 was asked for",
     )
+
+
+def test_unset_freeze_layers_fixes_the_bottom_third_only_when_classifying_on_a_cpu():
+    from tunesmith.config import LanguageModelConfig, TrainConfig
+    from tunesmith.data import Columns
+    from tunesmith.engine import _frozen_parts
+    from tunesmith.tasks import LabelSpec, SequenceClassification
+    from tunesmith.tasks.language_modeling import LanguageModeling
+
+    classify = SequenceClassification(Columns("text", None, "label"), LabelSpec("classification"))
+    adapt = LanguageModeling("masked-lm", Columns("text", None, None), LanguageModelConfig())
+    unset = TrainConfig()
+    assert _frozen_parts(unset, classify, 6, on_cpu=True) == (True, 2)
+    assert _frozen_parts(unset, classify, 6, on_cpu=False) == (True, 0)
+    assert _frozen_parts(unset, classify, 2, on_cpu=True) == (True, 0)
+    assert _frozen_parts(unset, adapt, 6, on_cpu=True) == (False, 0)
+    chosen = TrainConfig(freeze_layers=1, freeze_word_embeddings=False)
+    assert _frozen_parts(chosen, classify, 6, on_cpu=True) == (False, 1)

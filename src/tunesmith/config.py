@@ -91,8 +91,9 @@ class TrainConfig:
     # Unset: fixed for classification, trained for language models (their output layer is it).
     freeze_word_embeddings: bool | None = None
     # Also keep all embeddings and the bottom N transformer layers fixed: the backward pass
-    # then stops above them, so each frozen layer saves about a quarter of its share of a step.
-    freeze_layers: int = 0
+    # then stops above them. Unset: the bottom third (2 of MiniLM's 6) when classifying on a CPU
+    # (1.27x the samples/s, MRPC after 3 epochs as good: benchmarks/), none otherwise.
+    freeze_layers: int | None = None
     # auto picks bf16 only where the hardware computes it natively, else fp32 (fp16 on old GPUs).
     precision: str = "auto"
     # Seed for weights of new heads, shuffling, held-out split and dropout.
@@ -332,7 +333,7 @@ def _validate(cfg: Config) -> list[str]:
         )
     if not 0.0 <= t.warmup_ratio < 1.0:
         problems.append("train.warmup_ratio must be in [0, 1)")
-    if t.freeze_layers < 0:
+    if t.freeze_layers is not None and t.freeze_layers < 0:
         problems.append("train.freeze_layers must be >= 0")
     if t.attention_dropout is not None and not 0.0 <= t.attention_dropout < 1.0:
         problems.append("train.attention_dropout must be in [0, 1)")

@@ -26,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from tunesmith import checkpoint, hardware, metrics, tracking
 from tunesmith.batching import TokenBudgetBatchSampler, padding_share
-from tunesmith.config import Config, config_to_dict, save_config
+from tunesmith.config import Config, TrainConfig, config_to_dict, save_config
 from tunesmith.errors import Interrupted, UserError
 from tunesmith.kernels import use_fast_dropout
 from tunesmith.metrics import Evaluation
@@ -219,13 +219,13 @@ def build(cfg: Config, fresh: bool) -> Run:
     model = task.load_model(cfg.model, t.attention_dropout)
     if cfg.lora.r:
         model = add_lora(model, cfg.lora, task.peft_task_type)
+        frozen = "all but the LoRA adapters"
     else:
-        frozen_words = t.freeze_word_embeddings
-        freeze(
-            model,
-            task.freeze_word_embeddings if frozen_words is None else frozen_words,
-            t.freeze_layers,
-        )
+        count = model.config.num_hidden_layers
+        words, layers = _frozen_parts(t, task, count, accelerator.device.type == "cpu")
+        freeze(model, words, layers)
+        parts = ["word embeddings"] * words + [f"bottom {layers} of {count} layers"] * bool(layers)
+        frozen = ", ".join(parts) or "nothing"
     if accelerator.device.type == "cpu":
         use_fast_dropout(model)
     if accelerator.is_main_process and fresh:
@@ -279,7 +279,7 @@ def build(cfg: Config, fresh: bool) -> Run:
         )
     accelerator.print(
         f"tunesmith: {task.describe()}, rows {prepared.summary['rows']}; "
-        f"precision {precision} ({precision_reason}); "
+        f"precision {precision} ({precision_reason}); frozen: {frozen}; "
         f"micro-batch {batch} x {t.gradient_accumulation_steps} accumulation x "
         f"{accelerator.num_processes} process(es){engine}; "
         f"{total_steps} optimizer steps"
@@ -303,6 +303,15 @@ def build(cfg: Config, fresh: bool) -> Run:
         precision,
         precision_reason,
     )
+
+
+def _frozen_parts(t: TrainConfig, task: Task, layer_count: int, on_cpu: bool) -> tuple[bool, int]:
+    """(word embeddings fixed, bottom layers fixed): train.freeze_* with their unset defaults
+    resolved as TrainConfig documents them."""
+    words, layers = t.freeze_word_embeddings, t.freeze_layers
+    if layers is None:
+        layers = layer_count // 3 if on_cpu and task.freezes_bottom_layers_on_cpu else 0
+    return (task.freeze_word_embeddings if words is None else words), layers
 
 
 def restore(run: Run, folder: Path) -> Progress:

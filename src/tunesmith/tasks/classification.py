@@ -156,6 +156,7 @@ class SequenceClassification:
     # Unless train.freeze_word_embeddings says otherwise: the step is faster, accuracy the same.
     freeze_word_embeddings = True
     kept_columns = ("labels",)  # the encoded labels survive tokenization
+    freezes_bottom_layers_on_cpu = True  # train.freeze_layers unset: see TrainConfig
     packs = False  # one row per sample, padded
     evaluate_before_training = False  # a fresh head scores chance; the majority class says more
     peft_task_type = "SEQ_CLS"  # peft then trains the fresh head fully, beside the adapters

@@ -53,6 +53,7 @@ class LanguageModeling:
     # Their output layer shares the input-embedding matrix: freezing it would freeze the head.
     freeze_word_embeddings = False
     kept_columns = ()  # samples are built from the text; grouping changes the row count
+    freezes_bottom_layers_on_cpu = False  # adaptation reaches into every layer
     evaluate_before_training = True  # the pretrained perplexity is what adaptation improves on
 
     @property
