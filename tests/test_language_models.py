@@ -305,7 +305,6 @@ def test_causal_lm_learns_and_generates(tiny_gpt2, tmp_path, capsys):
     curve = losses(out)
     assert np.mean(curve[-3:]) < 0.7 * np.mean(curve[:2])
     assert result["validation"]["perplexity"] < 20  # ~16 completions are possible
-    assert result["train"]["padding_share"] == 0.0  # packed
     capsys.readouterr()  # the training's own output
     assert main(["generate", str(out), "the movie was", "--max-new-tokens", "2"]) == 0
     generated = capsys.readouterr().out.strip()
@@ -372,8 +371,9 @@ def test_serve_answers_fill_mask_and_generate_for_language_models(tiny_model, ti
         ]
         status, body = server.request("POST", "/fill-mask", b'{"text": "no mask here"}')
         assert status == 422 and "no mask" in body["detail"]
-        status, body = server.request("POST", "/predict", b'{"inputs": {"text": "a"}}')
-        assert status == 404 and "masked-lm" in body["detail"]
+        status, body = server.request("POST", "/predict", b'{"text": "the [MASK]"}')
+        assert status == 404 and "answers POST /fill-mask" in body["detail"]
+        assert "/predict" not in server.request("GET", "/openapi.json")[1]["paths"]
         assert server.request("GET", "/info")[1]["task"] == "masked-lm"
     generator = load_for_serving(tmp_path / "causal-lm")
     assert isinstance(generator, Generator)
@@ -400,3 +400,45 @@ def test_only_held_out_splits_get_fixed_masks(tiny_model, tmp_path):
     assert "special_tokens_mask" in prepared.train.column_names
     assert "labels" in prepared.validation.column_names
     assert prepared.summary["task"] == "masked-lm"
+
+
+def test_packed_batches_fill_the_budget_with_real_tokens():
+    from tunesmith.batching import TokenBudgetBatchSampler
+
+    lengths = np.random.default_rng(0).integers(4, 40, size=500)
+    padded = TokenBudgetBatchSampler(lengths, 256, shuffle=True, seed=1, pool_batches=1)
+    packed = TokenBudgetBatchSampler(
+        lengths, 256, shuffle=True, seed=1, pool_batches=1, packed=True
+    )
+    assert all(lengths[b].sum() <= 256 for b in packed.batches())
+    assert sorted(i for b in packed.batches() for i in b) == list(range(500))
+    assert len(packed) < len(padded)  # more rows per batch once padding costs nothing
+
+
+def test_lora_settings_that_would_export_a_broken_model_are_refused():
+    from tunesmith.config import load_config
+    from tunesmith.errors import UserError
+
+    base = ["data.train=x.csv", "lora.r=4"]
+    with pytest.raises(UserError, match="not masked-lm"):
+        load_config(None, [*base, "task=masked-lm"])
+    with pytest.raises(UserError, match=r"lora\.merge=false"):
+        load_config(None, [*base, "lora.merge=false"])
+    assert load_config(None, [*base, "task=causal-lm", "lora.merge=false"]).lora.merge is False
+
+
+def test_language_model_commands_refuse_a_classifier(tiny_model, sentiment_csv, tmp_path):
+    from tunesmith.errors import UserError
+    from tunesmith.predict import FillMasker
+
+    train_file, validation_file = sentiment_csv
+    out = tmp_path / "classifier"
+    train(
+        model=str(tiny_model),
+        data__train=str(train_file),
+        data__validation=str(validation_file),
+        train__max_steps=1,
+        output_dir=str(out),
+    )
+    with pytest.raises(UserError, match="fill-mask needs a masked-lm model"):
+        FillMasker(out)

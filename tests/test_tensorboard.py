@@ -51,5 +51,5 @@ def test_report_to_is_checked(monkeypatch):
         load_config(None, ["data.train=x.csv", "train.report_to=wandb"])
     assert load_config(None, ["data.train=x.csv", "train.report_to=none"]).train.report_to is None
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    with pytest.raises(UserError, match="pip install tensorboard"):
+    with pytest.raises(UserError, match=r"tunesmith\[tensorboard\]"):
         load_config(None, ["data.train=x.csv", "train.report_to=tensorboard"])

@@ -19,21 +19,24 @@ def token_budget_batches(
     max_tokens: int,
     order: np.ndarray,
     max_batch_size: int | None = None,
+    packed: bool = False,
 ) -> list[list[int]]:
     """Greedily cut `order` (already pooled and sorted) into batches whose padded size
-    (rows x longest row) stays within `max_tokens`."""
+    (rows x longest row), or with `packed` their summed length (one unpadded row), stays within
+    `max_tokens`."""
     batches: list[list[int]] = []
     current: list[int] = []
-    longest = 0
+    longest = total = 0
     for index in order.tolist():
         length = int(lengths[index])
         grown = max(longest, length)
+        cost = total + length if packed else grown * (len(current) + 1)
         full = max_batch_size is not None and len(current) >= max_batch_size
-        if current and (grown * (len(current) + 1) > max_tokens or full):
+        if current and (cost > max_tokens or full):
             batches.append(current)
-            current, grown = [], length
+            current, grown, total = [], length, 0
         current.append(index)
-        longest = grown
+        longest, total = grown, total + length
     if current:
         batches.append(current)
     return batches
@@ -56,6 +59,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         batch_size: int | None = None,
         pool_batches: int = 4,
         pad_to_multiple_of: int = 1,
+        packed: bool = False,
     ) -> None:
         self.lengths = -(-np.asarray(lengths) // pad_to_multiple_of) * pad_to_multiple_of
         self.max_tokens = max_tokens
@@ -65,6 +69,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         # Rows are shuffled, then sorted by length within pools of about this many batches: more
         # means less padding, fewer means more varied batches (full sorting costs accuracy).
         self.pool_batches = pool_batches
+        self.packed = packed  # a batch becomes one unpadded row: budget its summed length
         self.epoch = 0
         self._skip = 0
         self._batches: list[list[int]] | None = None
@@ -98,7 +103,9 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         for start in range(0, n, pool):
             chunk = order[start : start + pool]
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            batches += token_budget_batches(self.lengths, self.max_tokens, chunk)
+            batches += token_budget_batches(
+                self.lengths, self.max_tokens, chunk, packed=self.packed
+            )
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -239,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy; > 0 samples")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling share")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest; 0: all")
-    p.add_argument("--chat", action="store_true", help="wrap the prompt as a user chat turn")
+    p.add_argument(
+        "--chat",
+        action=argparse.BooleanOptionalAction,
+        help="wrap the prompt as a user chat turn (default: as the model was trained)",
+    )
     p.add_argument("--seed", type=int, help="for reproducible sampling")
     p.set_defaults(func=cmd_generate)
 

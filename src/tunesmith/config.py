@@ -90,9 +90,10 @@ class TrainConfig:
     # made CPU steps 3-19% slower in two runs, and MRPC accuracy did not drop (benchmarks/).
     # Unset: fixed for classification, trained for language models (their output layer is it).
     freeze_word_embeddings: bool | None = None
-    # Also keep all embeddings and the bottom N transformer layers fixed: the backward pass
-    # then stops above them. Unset: the bottom third (2 of MiniLM's 6) when classifying on a CPU
-    # (1.3x the step rate, side by side; MRPC after 3 epochs as good: benchmarks/), else none.
+    # Also keep the other embeddings and the bottom N transformer layers fixed (the word
+    # embeddings follow freeze_word_embeddings): the backward pass then stops above them.
+    # Unset: the bottom third (2 of MiniLM's 6) when classifying on a CPU (1.3x the step rate,
+    # side by side; MRPC after 3 epochs as good: benchmarks/), else none.
     freeze_layers: int | None = None
     # auto picks bf16 only where the hardware computes it natively, else fp32 (fp16 on old GPUs).
     precision: str = "auto"
@@ -145,7 +146,7 @@ class LoraConfig:
     # Module names that get adapters; unset: peft's default for the architecture.
     target_modules: list[str] | None = None
     # Merge the adapters into the exported model (a plain transformers folder); false exports
-    # the adapter folder alone (loads with peft on top of the base model).
+    # the adapter folder alone (causal-lm only; AutoModelForCausalLM loads it over the base).
     merge: bool = True
 
 
@@ -194,8 +195,11 @@ def field_docs(cls: type = Config, prefix: str = "") -> dict[str, tuple[str, str
             docs.update(field_docs(hints[f.name], key + "."))
             continue
         line = next(i for i, s in enumerate(source) if s.strip().startswith(f.name + ":"))
-        doc = source[line - 1].strip().lstrip("# ") if source[line - 1].strip()[:1] == "#" else ""
-        docs[key] = (_type_name(hints[f.name]), doc, f.default)
+        comment: list[str] = []  # every comment line right above the field
+        while line > 0 and source[line - 1].strip().startswith("#"):
+            line -= 1
+            comment.insert(0, source[line].strip().lstrip("# "))
+        docs[key] = (_type_name(hints[f.name]), " ".join(comment), f.default)
     return docs
 
 
@@ -296,7 +300,9 @@ def _validate(cfg: Config) -> list[str]:
     if t.report_to not in (None, "tensorboard"):
         problems.append(f"train.report_to must be tensorboard or none, got {t.report_to!r}")
     elif t.report_to and importlib.util.find_spec("tensorboard") is None:
-        problems.append("train.report_to=tensorboard needs the package: pip install tensorboard")
+        problems.append(
+            "train.report_to=tensorboard needs the package: pip install 'tunesmith[tensorboard]'"
+        )
     if cfg.checkpoint.keep_last < 1:
         problems.append("checkpoint.keep_last must be >= 1")
     if d.encoding_errors not in ("strict", "replace", "ignore"):
@@ -341,6 +347,14 @@ def _validate(cfg: Config) -> list[str]:
         problems.append("lm.mlm_probability must be between 0 and 1 (exclusive)")
     if cfg.lora.r < 0 or cfg.lora.alpha <= 0 or not 0.0 <= cfg.lora.dropout < 1.0:
         problems.append("lora.r must be >= 0, lora.alpha > 0 and lora.dropout in [0, 1)")
+    if cfg.lora.r and cfg.task == "masked-lm":
+        # A fresh masked-LM head (builtin:minilm-l6 ships none) would stay frozen under peft.
+        problems.append("lora is for classification, regression and causal-lm; not masked-lm")
+    if cfg.lora.r and not cfg.lora.merge and cfg.task != "causal-lm":
+        problems.append(
+            "lora.merge=false exports an adapter folder that only causal-lm loads back (with "
+            "its labels lost otherwise); keep lora.merge=true"
+        )
     if cfg.task in LANGUAGE_MODEL_TASKS and cfg.label_names:
         problems.append(f"label_names has no meaning for task={cfg.task}; remove it")
     if t.weight_decay < 0 or t.max_grad_norm < 0:

@@ -30,7 +30,7 @@ from tunesmith.config import Config, TrainConfig, config_to_dict, save_config
 from tunesmith.errors import Interrupted, UserError
 from tunesmith.kernels import use_fast_dropout
 from tunesmith.metrics import Evaluation
-from tunesmith.models import add_lora, freeze, load_tokenizer
+from tunesmith.models import add_lora, freeze, layer_count, load_tokenizer
 from tunesmith.optim import build_optimizer, build_scheduler
 from tunesmith.predict import model_inputs
 from tunesmith.preprocess import PreparedData, Task, prepare_data
@@ -221,11 +221,17 @@ def build(cfg: Config, fresh: bool) -> Run:
         model = add_lora(model, cfg.lora, task.peft_task_type)
         frozen = "all but the LoRA adapters"
     else:
-        count = model.config.num_hidden_layers
+        count = layer_count(model)
         words, layers = _frozen_parts(t, task, count, accelerator.device.type == "cpu")
         freeze(model, words, layers)
         parts = ["word embeddings"] * words + [f"bottom {layers} of {count} layers"] * bool(layers)
         frozen = ", ".join(parts) or "nothing"
+    base = model.get_base_model() if cfg.lora.r else model  # peft's forward takes **kwargs
+    if task.packs and "position_ids" not in inspect.signature(base.forward).parameters:
+        accelerator.print(
+            f"tunesmith: {type(base).__name__} takes no position_ids, so packed samples attend "
+            f"to each other; set lm.packing=false for exact per-sample attention"
+        )
     if accelerator.device.type == "cpu":
         use_fast_dropout(model)
     if accelerator.is_main_process and fresh:
@@ -246,6 +252,7 @@ def build(cfg: Config, fresh: bool) -> Run:
         batch_size=t.micro_batch_size,
         pool_batches=t.bucket_pool_batches,
         pad_to_multiple_of=pad_multiple,
+        packed=task.packs,
     )
     # Its own generator: the global RNG then drives dropout alone, so a resume replays it exactly.
     train_loader = DataLoader(
@@ -272,11 +279,6 @@ def build(cfg: Config, fresh: bool) -> Run:
             f"{truncated}; raise data.max_length to keep more of each text"
         )
     engine = f" ({accelerator.distributed_type.value})" if accelerator.num_processes > 1 else ""
-    if cfg.lm.packing and "position_ids" not in inspect.signature(model.forward).parameters:
-        accelerator.print(
-            f"tunesmith: {type(model).__name__} takes no position_ids, so packed samples attend "
-            f"to each other; set lm.packing=false for exact per-sample attention"
-        )
     accelerator.print(
         f"tunesmith: {task.describe()}, rows {prepared.summary['rows']}; "
         f"precision {precision} ({precision_reason}); frozen: {frozen}; "
@@ -580,8 +582,8 @@ def finish(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> dic
         task.plots(run.data.validation, evaluation, output_dir)
         checkpoint.write_json(output_dir / "metrics.json", result)  # last: marks the run finished
     accelerator.wait_for_everyone()
-    if accelerator.trackers:  # closes the event files (and, in Accelerate, the process group)
-        accelerator.end_training()
+    for tracker in accelerator.trackers:  # closes the event files (end_training would also
+        tracker.finish()  # tear down the process group, on the main process only)
     return result
 
 

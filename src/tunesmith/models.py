@@ -104,11 +104,9 @@ def load_sequence_classifier(
 
 def add_lora(model: torch.nn.Module, lora: LoraConfig, task_type: str | None) -> torch.nn.Module:
     """Wrap `model` with peft LoRA adapters; only they (and a fresh classification head) train."""
-    try:
-        from peft import LoraConfig as PeftLoraConfig
-        from peft import get_peft_model
-    except ImportError:
-        raise UserError("lora.r > 0 needs peft: pip install peft") from None
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
     config = PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -123,24 +121,29 @@ def add_lora(model: torch.nn.Module, lora: LoraConfig, task_type: str | None) ->
 
 
 def freeze(model: torch.nn.Module, word_embeddings: bool, layers: int) -> None:
-    """Stop training the word embeddings, or all embeddings and the bottom `layers` layers."""
+    """Stop training the word embeddings, and with `layers` the other embeddings (positions,
+    token types) and the bottom `layers` layers. The word-embedding matrix follows
+    `word_embeddings` alone: a language model's output layer is that matrix."""
     if layers:
         stack = transformer_layers(model)
         if layers > len(stack):
             raise UserError(f"train.freeze_layers={layers}: the model has {len(stack)} layers")
-        model.get_input_embeddings().weight.requires_grad_(False)
         embeddings = getattr(model.base_model, "embeddings", None)
         if embeddings is not None:  # BERT-style: positions, token types, LayerNorm
             embeddings.requires_grad_(False)
         for layer in stack[:layers]:
             layer.requires_grad_(False)
-    elif word_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
+    model.get_input_embeddings().weight.requires_grad_(not word_embeddings)
+
+
+def layer_count(model: torch.nn.Module) -> int:
+    """num_hidden_layers of the text model (multimodal configs keep it in their text config)."""
+    return model.config.get_text_config().num_hidden_layers
 
 
 def transformer_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The stack of transformer blocks: the ModuleList as long as config.num_hidden_layers."""
-    count = model.config.num_hidden_layers
+    count = layer_count(model)
     for module in model.base_model.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == count:
             return module

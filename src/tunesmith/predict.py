@@ -165,7 +165,7 @@ class FillMasker:
         from transformers import pipeline
 
         self.model_dir = resolve_model_dir(model_path)
-        self.meta = read_meta(self.model_dir)
+        self.meta = _meta_of_task(self.model_dir, "masked-lm", "fill-mask")
         self.pipeline = pipeline("fill-mask", model=str(self.model_dir))
         self.mask = self.pipeline.tokenizer.mask_token
         if self.mask is None:
@@ -191,7 +191,7 @@ class Generator:
         from transformers import AutoModelForCausalLM
 
         self.model_dir = resolve_model_dir(model_path)
-        self.meta = read_meta(self.model_dir)
+        self.meta = _meta_of_task(self.model_dir, "causal-lm", "generate")
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(self.model_dir).eval()
 
@@ -202,12 +202,14 @@ class Generator:
         temperature: float = 0.0,
         top_p: float = 1.0,
         top_k: int = 0,
-        chat: bool = False,
+        chat: bool | None = None,
         seed: int | None = None,
     ) -> str:
         from transformers import set_seed
 
         tokenizer = self.tokenizer
+        if chat is None:  # a model fine-tuned on chat messages is prompted the same way
+            chat = bool(self.meta.get("chat"))
         if seed is not None:
             set_seed(seed)
         if chat:
@@ -227,6 +229,16 @@ class Generator:
             )
         new_tokens = output[0, inputs["input_ids"].shape[1] :]
         return tokenizer.decode(new_tokens, skip_special_tokens=True)
+
+
+def _meta_of_task(model_dir: Path, task: str, command: str) -> dict:
+    """The folder's tunesmith.json, refusing a folder tunesmith trained for another task (a
+    classifier would load with a fresh, random language-model head). Other folders are taken
+    as they are."""
+    meta = read_meta(model_dir)
+    if meta.get("task", task) != task:
+        raise UserError(f"{model_dir}: a {meta['task']} model; {command} needs a {task} model")
+    return meta
 
 
 def load_for_serving(model_path: str | Path) -> Predictor | FillMasker | Generator:

@@ -56,7 +56,8 @@ def tokenize_cached(
 ) -> tuple[Dataset, bool]:
     """Tokenize with `Dataset.map(batched=True)`; a second run with the same data, tokenizer and
     settings reads the Arrow file instead. Returns (dataset, whether it came from the cache)."""
-    key = _cache_key(ds, tokenizer, max_length, task)
+    # The chat template and end-of-text token live outside the tokenizer's JSON.
+    key = _cache_key(ds, tokenizer, max_length, task, tokenizer.chat_template, tokenizer.eos_token)
     cache_file = cache_dir / f"{key}.arrow"
     hit = cache_file.exists()
     cache_dir.mkdir(parents=True, exist_ok=True)

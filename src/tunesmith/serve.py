@@ -112,7 +112,9 @@ class GenerateRequest(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0, le=5.0, description="0 is greedy")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=0, ge=0, description="sample among the k likeliest; 0: all")
-    chat: bool = Field(default=False, description="wrap the prompt as a user chat turn")
+    chat: bool | None = Field(
+        default=None, description="wrap the prompt as a user chat turn; unset: as trained"
+    )
     seed: int | None = Field(default=None, description="for reproducible sampling")
 
 
@@ -327,17 +329,9 @@ def create_app(
     )
     batcher = (
         MicroBatcher(predictor.predict_texts, info.max_batch_size, info.max_wait_ms / 1000)
-        if classifier
+        if isinstance(predictor, Predictor)
         else None
     )
-    # Language models answer one request at a time: a tokenizer is not shared across threads.
-    one_at_a_time = asyncio.Lock()
-
-    def serves(kind: type, endpoint: str) -> None:
-        if not isinstance(predictor, kind):
-            raise HTTPException(
-                404, f"{endpoint} needs a {_ENDPOINT_TASKS[endpoint]} model; this is {info.task}"
-            )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -359,33 +353,47 @@ def create_app(
     app.add_exception_handler(400, _undecodable)
     app.add_exception_handler(UserError, _user_error)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    problems = {413: {"model": Problem}, 422: {"model": Problem}}
+    # Language models answer one request at a time: a tokenizer is not shared by threads.
+    one_at_a_time = asyncio.Lock()
+    # Only the model's own endpoint exists (and is in the OpenAPI schema); a 404 names it.
+    if batcher is not None:
+        endpoint = "/predict"
 
-    @app.post("/predict", responses={413: {"model": Problem}, 422: {"model": Problem}})
-    async def predict(body: PredictRequest) -> PredictResponse:
-        """Label texts or text pairs; concurrent requests share model calls."""
-        serves(Predictor, "/predict")
-        assert batcher is not None  # a classifier always has one
-        texts = [i.text for i in body.inputs]
-        pairs = [i.text_pair for i in body.inputs]
-        rows = await batcher.submit(texts, pairs)
-        return PredictResponse(predictions=[Prediction(**row) for row in rows])
+        @app.post(endpoint, responses=problems)
+        async def predict(body: PredictRequest) -> PredictResponse:
+            """Label texts or text pairs; concurrent requests share model calls."""
+            texts = [i.text for i in body.inputs]
+            pairs = [i.text_pair for i in body.inputs]
+            rows = await batcher.submit(texts, pairs)
+            return PredictResponse(predictions=[Prediction(**row) for row in rows])
 
-    @app.post("/fill-mask", responses={404: {"model": Problem}, 422: {"model": Problem}})
-    async def fill_mask(body: FillMaskRequest) -> FillMaskResponse:
-        """Top-k words for each [MASK] (masked-LM models)."""
-        serves(FillMasker, "/fill-mask")
-        async with one_at_a_time:
-            masks = await asyncio.to_thread(predictor, body.text, body.top_k)
-        return FillMaskResponse(masks=[[Candidate(**c) for c in m] for m in masks])
+    elif isinstance(predictor, FillMasker):
+        endpoint = "/fill-mask"
 
-    @app.post("/generate", responses={404: {"model": Problem}, 422: {"model": Problem}})
-    async def generate(body: GenerateRequest) -> GenerateResponse:
-        """Continue a prompt (causal-LM models)."""
-        serves(Generator, "/generate")
-        options = body.model_dump(exclude={"prompt"})
-        async with one_at_a_time:
-            text = await asyncio.to_thread(predictor, body.prompt, **options)
-        return GenerateResponse(text=text)
+        @app.post(endpoint, responses=problems)
+        async def fill_mask(body: FillMaskRequest) -> FillMaskResponse:
+            """Top-k words for each [MASK] (masked-LM models)."""
+            async with one_at_a_time:
+                masks = await asyncio.to_thread(predictor, body.text, body.top_k)
+            return FillMaskResponse(masks=[[Candidate(**c) for c in m] for m in masks])
+
+    else:
+        endpoint = "/generate"
+
+        @app.post(endpoint, responses=problems)
+        async def generate(body: GenerateRequest) -> GenerateResponse:
+            """Continue a prompt (causal-LM models)."""
+            options = body.model_dump(exclude={"prompt"})
+            async with one_at_a_time:
+                text = await asyncio.to_thread(predictor, body.prompt, **options)
+            return GenerateResponse(text=text)
+
+    def not_here(request: Request, exc: HTTPException) -> JSONResponse:
+        detail = f"no {request.url.path} here: this {info.task} model answers POST {endpoint}"
+        return JSONResponse({"detail": detail}, status_code=404)
+
+    app.add_exception_handler(404, not_here)
 
     @app.get("/health")
     async def health() -> Health:
@@ -396,13 +404,6 @@ def create_app(
         return info
 
     return app
-
-
-_ENDPOINT_TASKS = {
-    "/predict": "classification or regression",
-    "/fill-mask": "masked-lm",
-    "/generate": "causal-lm",
-}
 
 
 def serve(

@@ -175,8 +175,9 @@ class LanguageModeling:
         from tunesmith.predict import model_inputs
 
         vocab = model.config.get_text_config().vocab_size
-        budget = max(int(max(ds["length"], default=1)), min(max_tokens, EVAL_LOGIT_FLOATS // vocab))
-        batches = TokenBudgetBatchSampler(ds["length"], budget, shuffle=False).batches()
+        lengths = ds["length"]
+        budget = max(max(lengths, default=1), min(max_tokens, EVAL_LOGIT_FLOATS // vocab))
+        batches = TokenBudgetBatchSampler(lengths, budget, shuffle=False).batches()
         inputs = model_inputs(ds)
         device = next(model.parameters()).device
         loss_sum, tokens = 0.0, 0
@@ -209,15 +210,13 @@ class _WordOffsetsPadded:
         self.collator = collator
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        if "offset_mapping" in features[0]:
+        if "offset_mapping" in features[0]:  # tokenized so for whole-word masking only
             multiple = self.collator.pad_to_multiple_of or 1
             width = max(len(f["input_ids"]) for f in features)
             width = -(-width // multiple) * multiple
             features = [
                 {**f, "offset_mapping": _pad(f["offset_mapping"], width, [0, 0])} for f in features
             ]
-        if not self.collator.whole_word_mask:
-            features = [{k: v for k, v in f.items() if k != "offset_mapping"} for f in features]
         return self.collator(features)
 
 
@@ -304,9 +303,15 @@ def _chat_samples(
             spans = []  # character ranges of assistant turns
             for i, message in enumerate(messages):
                 if message["role"] == "assistant":
-                    start = len(render(messages[:i], generation_prompt=True))
-                    end = len(render(messages[: i + 1]))
-                    spans.append((start, end))
+                    prompt = render(messages[:i], generation_prompt=True)
+                    turn = render(messages[: i + 1])
+                    if not (text.startswith(prompt) and text.startswith(turn)):
+                        raise UserError(
+                            f"column {column}: the chat template renders earlier turns "
+                            f"differently once later ones follow, so assistant tokens cannot "
+                            f"be told apart; set lm.completion_only_loss=false"
+                        )
+                    spans.append((len(prompt), len(turn)))
             encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
             ids = encoded["input_ids"][:max_length]
             learned = [
