@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -212,8 +213,6 @@ def test_perplexity_is_over_tokens_not_a_mean_of_batch_means(tiny_model):
     task = masked_task(group_texts=False)
     texts = ["good"] + [" ".join(WORDS[:12])] * 3  # one short row, three long ones
     ds = task.fix_eval_masks(tokenized(task, tokenizer, texts * 20), tokenizer, seed=1)
-    import contextlib
-
     collate = task.eval_collator(tokenizer, 1)
     # A budget of 16 tokens puts rows of different lengths in different batches.
     loss_sum, tokens = task.evaluate_share(model, ds, collate, 16, 0, 1, contextlib.nullcontext)

@@ -33,7 +33,8 @@ from tunesmith.metrics import Evaluation
 from tunesmith.models import add_lora, freeze, layer_count, load_tokenizer
 from tunesmith.optim import build_optimizer, build_scheduler
 from tunesmith.predict import model_inputs
-from tunesmith.preprocess import PreparedData, Task, prepare_data
+from tunesmith.preprocess import PreparedData, prepare_data
+from tunesmith.tasks import Task
 
 
 def evaluate_split(

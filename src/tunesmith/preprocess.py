@@ -21,11 +21,9 @@ from transformers import PreTrainedTokenizerBase
 from tunesmith import data, metrics
 from tunesmith.config import LANGUAGE_MODEL_TASKS, Config, DataConfig, LanguageModelConfig
 from tunesmith.errors import UserError
-from tunesmith.tasks import LabelSpec, SequenceClassification
+from tunesmith.tasks import LabelSpec, SequenceClassification, Task
 from tunesmith.tasks.classification import encode_labels, infer_labels
 from tunesmith.tasks.language_modeling import LanguageModeling, check_messages, find_columns
-
-Task = SequenceClassification | LanguageModeling
 
 
 @dataclass

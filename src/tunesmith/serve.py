@@ -329,7 +329,7 @@ def create_app(
     )
     batcher = (
         MicroBatcher(predictor.predict_texts, info.max_batch_size, info.max_wait_ms / 1000)
-        if isinstance(predictor, Predictor)
+        if classifier
         else None
     )
 
