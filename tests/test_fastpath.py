@@ -5,11 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    ElectraConfig,
+    ElectraForSequenceClassification,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
 
 from tunesmith import hardware
 from tunesmith.batching import TokenBudgetBatchSampler, padding_share
-from tunesmith.kernels import FastDropout, use_fast_dropout
+from tunesmith.kernels import FastDropout, compute_pooled_position_only, use_fast_dropout
 from tunesmith.models import load_sequence_classifier
 
 
@@ -43,6 +53,58 @@ def test_every_dropout_of_a_model_is_swapped_and_outputs_stay_finite(tiny_model)
     out = model(input_ids=torch.tensor([[2, 5, 6, 3]]), labels=torch.tensor([1]))
     out.loss.backward()
     assert torch.isfinite(out.loss)
+
+
+SMALL = dict(
+    vocab_size=50,
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=64,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: BertForSequenceClassification(BertConfig(**SMALL, num_labels=3)),
+        lambda: RobertaForSequenceClassification(RobertaConfig(**SMALL, pad_token_id=1)),
+        lambda: ElectraForSequenceClassification(ElectraConfig(**SMALL, embedding_size=16)),
+    ],
+    ids=["bert", "roberta", "electra"],
+)
+def test_pooled_position_only_gives_the_same_logits_and_gradients(make) -> None:
+    torch.manual_seed(0)
+    full = make()
+    pruned = make()
+    pruned.load_state_dict(full.state_dict())
+    assert compute_pooled_position_only(pruned)
+    assert pruned.state_dict().keys() == full.state_dict().keys()  # exports stay standard
+    input_ids = torch.randint(5, 50, (4, 9))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 6:] = attention_mask[3, 2:] = 0  # padded rows of different lengths
+    labels = torch.tensor([0, 1, 1, 0])
+    outputs = {}
+    for name, model in (("full", full), ("pruned", pruned)):
+        out = model.train()(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        out.loss.backward()
+        outputs[name] = out.logits
+    torch.testing.assert_close(outputs["pruned"], outputs["full"], atol=1e-6, rtol=1e-5)
+    for (name, a), b in zip(full.named_parameters(), pruned.parameters(), strict=True):
+        if a.grad is not None or b.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_pooled_position_only_leaves_other_models_alone(tiny_model) -> None:
+    gpt2 = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=32, n_head=2))
+    assert not compute_pooled_position_only(gpt2)  # it pools the last real token
+    eager = BertForSequenceClassification(BertConfig(**SMALL, attn_implementation="eager"))
+    assert not compute_pooled_position_only(eager)
+    loaded = load_sequence_classifier(str(tiny_model), None, num_labels=2)
+    assert "_first_position" in loaded.base_model.encoder.layer[-1].forward.__name__
 
 
 def test_attention_dropout_replaces_the_checkpoint_rate(tiny_model) -> None:

