@@ -111,7 +111,13 @@ class Run:
             self.data.task,
             ds,
             self.eval_collate,
-            self.cfg.train.eval_max_tokens_per_batch,
+            self.eval_max_tokens,
+        )
+
+    @property
+    def eval_max_tokens(self) -> int:
+        return self.cfg.train.eval_max_tokens_per_batch or hardware.inference_tokens_per_batch(
+            self.accelerator.device.type
         )
 
 
@@ -502,7 +508,7 @@ def _out_of_memory_message(run: Run, progress: Progress) -> str:
     return (
         f"out of memory at optimizer step {progress.step + 1}: lower {budget} and raise "
         f"train.gradient_accumulation_steps to keep the effective batch, or lower "
-        f"train.eval_max_tokens_per_batch (now {t.eval_max_tokens_per_batch}) if it happened "
+        f"train.eval_max_tokens_per_batch (now {run.eval_max_tokens}) if it happened "
         f"while evaluating; checkpoints so far are in {run.output_dir}"
     )
 

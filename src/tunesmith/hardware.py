@@ -16,6 +16,12 @@ NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 BF16_MIN_SPEEDUP = 1.2
 
 
+def inference_tokens_per_batch(device_type: str) -> int:
+    """Tokens per inference batch: on CPUs, 2,048 keeps a layer's activations in cache (MiniLM
+    predicted 1.2x faster than with 8,192 on 2 AVX2 cores); GPUs want big batches."""
+    return 2048 if device_type == "cpu" else 8192
+
+
 @functools.cache
 def cpu_flags() -> frozenset[str]:
     try:

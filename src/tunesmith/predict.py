@@ -16,7 +16,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from tunesmith import data
+from tunesmith import data, hardware
 from tunesmith.batching import TokenBudgetBatchSampler, rank_passes
 from tunesmith.checkpoint import read_meta
 from tunesmith.config import LANGUAGE_MODEL_TASKS, DataConfig
@@ -86,7 +86,7 @@ def resolve_model_dir(path: str | Path) -> Path:
 class Predictor:
     """An exported classifier/regressor with its tokenizer, ready for rows of text."""
 
-    def __init__(self, model_path: str | Path, max_tokens_per_batch: int = 8192) -> None:
+    def __init__(self, model_path: str | Path, max_tokens_per_batch: int | None = None) -> None:
         self.model_dir = resolve_model_dir(model_path)
         self.meta = read_meta(self.model_dir)
         task = self.meta.get("task")
@@ -106,7 +106,9 @@ class Predictor:
             names = [config.id2label[i] for i in range(config.num_labels)]
             self.labels = LabelSpec("classification", tuple(names))
         self.max_length = int(self.meta.get("max_length", 512))
-        self.max_tokens = max(max_tokens_per_batch, self.max_length)
+        self.max_tokens = max(
+            max_tokens_per_batch or hardware.inference_tokens_per_batch("cpu"), self.max_length
+        )
         self.collate = DataCollatorWithPadding(self.tokenizer)
 
     def columns_for(self, ds: Dataset, source: str, need_label: bool) -> data.Columns:
