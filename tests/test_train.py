@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import sentiment_rows, write_csv
 from transformers import pipeline
 
@@ -92,6 +93,17 @@ def test_exported_model_agrees_with_pipeline_and_predict(tiny_model, sentiment_c
     scores = json.loads(scores_file.read_text())
     for key, value in result["validation"].items():
         assert scores[key] == pytest.approx(value, abs=1e-9)
+
+    # int8: every linear layer quantized, the same labels on this easy data
+    assert (
+        main(["evaluate", str(out), "--data", str(validation), "--int8", "--out", str(scores_file)])
+        == 0
+    )
+    assert json.loads(scores_file.read_text())["accuracy"] == pytest.approx(scores["accuracy"])
+    from tunesmith.predict import Predictor
+
+    model = Predictor(out, int8=True).model
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
 
 
 def test_predict_reads_stdin_lines(tiny_model, sentiment_csv, tmp_path):

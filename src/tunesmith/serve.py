@@ -414,13 +414,15 @@ def serve(
     max_wait_ms: float = 5.0,
     batching: bool = True,
     max_body_bytes: int = MAX_BODY_BYTES,
+    int8: bool = False,
 ) -> None:
-    """Load the model once and serve it until interrupted (Ctrl-C, SIGTERM)."""
+    """Load the model once (a classifier's linear layers in int8 with `int8`) and serve it until
+    interrupted (Ctrl-C, SIGTERM)."""
     import datasets
     import uvicorn
 
     datasets.disable_progress_bars()  # else every request draws a tokenizing bar in the log
-    predictor = load_for_serving(model)
+    predictor = load_for_serving(model, int8)
     app = create_app(predictor, max_batch_size, max_wait_ms, batching, max_body_bytes)
     # No access log: a line per request costs throughput and says little for this API.
     uvicorn.run(app, host=host, port=port, access_log=False)
