@@ -1,7 +1,8 @@
 """Prediction speed side by side on the same rows and model: `transformers.pipeline` with its
 defaults, `Trainer.predict` with its defaults, and tunesmith's `Predictor` (what `tunesmith
-predict` runs). Each arm's time includes tokenizing the texts; loading the model does not count.
-The arms run twice, interleaved, and each keeps its faster pass (timings drift on small machines).
+predict` runs), also with `--int8`. Each arm's time includes tokenizing the texts; loading the
+model does not count. The arms run twice, interleaved, and each keeps its faster pass (timings
+drift on small machines).
 
     python benchmarks/predict_speed.py                    # builtin:minilm-l6, untrained head
     python benchmarks/predict_speed.py --model runs/mrpc  # a trained run or model folder
@@ -70,10 +71,12 @@ def trainer_arm(folder: str, first: list[str], second: list[str]) -> Callable[[]
     return run
 
 
-def tunesmith_arm(folder: str, first: list[str], second: list[str]) -> Callable[[], np.ndarray]:
+def tunesmith_arm(
+    folder: str, first: list[str], second: list[str], int8: bool = False
+) -> Callable[[], np.ndarray]:
     from tunesmith.predict import Predictor
 
-    predictor = Predictor(folder)
+    predictor = Predictor(folder, int8=int8)
     label_ids = predictor.model.config.label2id
 
     def run() -> np.ndarray:
@@ -110,6 +113,7 @@ def main() -> None:
         "pipeline": pipeline_arm(folder, first, second),
         "trainer_predict": trainer_arm(folder, first, second),
         "tunesmith": tunesmith_arm(folder, first, second),
+        "tunesmith_int8": tunesmith_arm(folder, first, second, int8=True),
     }
     seconds = {name: float("inf") for name in arms}
     labels = {}
@@ -126,10 +130,11 @@ def main() -> None:
         agree = float((labels[name] == labels["tunesmith"]).mean())
         summary[name] = {"samples_per_s": rate, "seconds": seconds[name], "agreement": agree}
         print(f"{name:16s} {rate:8.1f} samples/s  {seconds[name]:6.1f} s  same labels {agree:.1%}")
-    for name in ("pipeline", "trainer_predict"):
-        key = f"ratio_vs_{name}"
-        summary[key] = summary["tunesmith"]["samples_per_s"] / summary[name]["samples_per_s"]
-        print(f"tunesmith / {name}: {summary[key]:.2f}x")
+    for ours in ("tunesmith", "tunesmith_int8"):
+        for name in ("pipeline", "trainer_predict"):
+            key = f"ratio_vs_{name}" + ours.removeprefix("tunesmith")
+            summary[key] = summary[ours]["samples_per_s"] / summary[name]["samples_per_s"]
+            print(f"{ours} / {name}: {summary[key]:.2f}x")
     print(json.dumps(summary))
 
 
