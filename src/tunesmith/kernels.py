@@ -3,8 +3,8 @@
 `compute_pooled_position_only`: a sequence classifier of the BERT family reads only the first
 position of the last layer, yet the model computes every position there. Computing just that
 one (its keys and values still come from every position) gives the same logits and gradients
-and skips ~14% of a forward pass of a 6-layer model, more of a training step when bottom layers
-are frozen (1.25x a MiniLM step on 2 CPU cores).
+and skips ~14% of a 6-layer model's forward FLOPs (counted, not timed), more of a training step
+when bottom layers are frozen (timed: 1.25x a MiniLM step on 2 CPU cores).
 
 `FastDropout`: a profile of a MiniLM training step on 2 AVX2 cores put `aten::bernoulli_`
 (dropout masks) at 11% of the step, more than attention. PyTorch draws one 32-bit random number

@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+from transformers import AutoTokenizer, DataCollatorWithPadding
 
 from tunesmith import data, hardware
 from tunesmith.batching import TokenBudgetBatchSampler, rank_passes
 from tunesmith.checkpoint import read_meta
 from tunesmith.config import LANGUAGE_MODEL_TASKS, DataConfig
 from tunesmith.errors import UserError
-from tunesmith.kernels import compute_pooled_position_only
+from tunesmith.models import load_sequence_classifier
 from tunesmith.tasks import LabelSpec, SequenceClassification
 from tunesmith.tasks.classification import encode_labels
 
@@ -118,9 +118,8 @@ class Predictor:
                 f"{self.model_dir}: a {task} model labels nothing; use tunesmith {use} with it"
             )
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.model_dir)
-        self.model.eval()
-        compute_pooled_position_only(self.model)
+        # The loader training uses, so prediction gets the same last-layer cut.
+        self.model = load_sequence_classifier(str(self.model_dir)).eval()
         if int8:
             quantize_int8(self.model)
         config = self.model.config
