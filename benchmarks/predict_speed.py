@@ -1,8 +1,9 @@
 """Prediction speed side by side on the same rows and model: `transformers.pipeline` with its
 defaults, `Trainer.predict` with its defaults, and tunesmith's `Predictor` (what `tunesmith
-predict` runs), also with `--int8`. Each arm's time includes tokenizing the texts; loading the
-model does not count. The arms run twice, interleaved, and each keeps its faster pass (timings
-drift on small machines).
+predict` runs) with its defaults, also with `--precision int8` on CPUs. Every arm runs on the
+device it picks by default (the GPU when there is one). Each arm's time includes tokenizing the
+texts; loading the model does not count. The arms run twice, interleaved, and each keeps its
+faster pass (timings drift on small machines).
 
     python benchmarks/predict_speed.py                    # builtin:minilm-l6, untrained head
     python benchmarks/predict_speed.py --model runs/mrpc  # a trained run or model folder
@@ -28,7 +29,7 @@ from train_speed import MRPC, generated_pairs
 def pipeline_arm(folder: str, first: list[str], second: list[str]) -> Callable[[], np.ndarray]:
     from transformers import pipeline
 
-    classify = pipeline("text-classification", model=folder, device="cpu", top_k=None)
+    classify = pipeline("text-classification", model=folder, top_k=None)
 
     def run() -> np.ndarray:
         inputs = [{"text": a, "text_pair": b} for a, b in zip(first, second, strict=True)]
@@ -52,7 +53,7 @@ def trainer_arm(folder: str, first: list[str], second: list[str]) -> Callable[[]
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder)
     tmp = tempfile.mkdtemp()
-    args = TrainingArguments(output_dir=tmp, use_cpu=True, report_to=[], disable_tqdm=True)
+    args = TrainingArguments(output_dir=tmp, report_to=[], disable_tqdm=True)
     trainer = Trainer(
         model=model,
         args=args,
@@ -72,11 +73,11 @@ def trainer_arm(folder: str, first: list[str], second: list[str]) -> Callable[[]
 
 
 def tunesmith_arm(
-    folder: str, first: list[str], second: list[str], int8: bool = False
+    folder: str, first: list[str], second: list[str], precision: str = "auto"
 ) -> Callable[[], np.ndarray]:
     from tunesmith.predict import Predictor
 
-    predictor = Predictor(folder, int8=int8)
+    predictor = Predictor(folder, precision=precision)
     label_ids = predictor.model.config.label2id
 
     def run() -> np.ndarray:
@@ -94,6 +95,7 @@ def main() -> None:
 
     import csv
 
+    import torch
     import transformers
 
     from tunesmith import hardware
@@ -113,8 +115,9 @@ def main() -> None:
         "pipeline": pipeline_arm(folder, first, second),
         "trainer_predict": trainer_arm(folder, first, second),
         "tunesmith": tunesmith_arm(folder, first, second),
-        "tunesmith_int8": tunesmith_arm(folder, first, second, int8=True),
     }
+    if not torch.cuda.is_available():  # int8 linear layers are a CPU path
+        arms["tunesmith_int8"] = tunesmith_arm(folder, first, second, "int8")
     seconds = {name: float("inf") for name in arms}
     labels = {}
     for _ in range(2):
@@ -123,14 +126,17 @@ def main() -> None:
             labels[name] = run()
             seconds[name] = min(seconds[name], time.perf_counter() - start)
     machine = hardware.describe()
+    auto = hardware.inference_placement("auto")  # what the tunesmith arm ran in
     print(f"machine: {json.dumps(machine)}; rows: {len(rows)} from {source}")
+    print(f"tunesmith: {auto.device.type}, {auto.precision} ({auto.reason})")
     summary = {"rows": len(rows), "source": str(source), "machine": machine}
+    summary |= {"device": auto.device.type, "precision": auto.precision}
     for name in arms:
         rate = len(rows) / seconds[name]
         agree = float((labels[name] == labels["tunesmith"]).mean())
         summary[name] = {"samples_per_s": rate, "seconds": seconds[name], "agreement": agree}
         print(f"{name:16s} {rate:8.1f} samples/s  {seconds[name]:6.1f} s  same labels {agree:.1%}")
-    for ours in ("tunesmith", "tunesmith_int8"):
+    for ours in [name for name in ("tunesmith", "tunesmith_int8") if name in arms]:
         for name in ("pipeline", "trainer_predict"):
             key = f"ratio_vs_{name}" + ours.removeprefix("tunesmith")
             summary[key] = summary[ours]["samples_per_s"] / summary[name]["samples_per_s"]

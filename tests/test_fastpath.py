@@ -19,6 +19,7 @@ from transformers import (
 
 from tunesmith import hardware
 from tunesmith.batching import TokenBudgetBatchSampler, padding_share
+from tunesmith.errors import UserError
 from tunesmith.kernels import FastDropout, compute_pooled_position_only, use_fast_dropout
 from tunesmith.models import load_sequence_classifier
 
@@ -145,6 +146,26 @@ def test_precision_is_detected_and_confirmed_by_a_probe(monkeypatch, flags, spee
         "bf16",
         "precision=bf16 was asked for",
     )
+
+
+def test_inference_runs_where_and_in_what_training_would_pick(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    monkeypatch.setattr(hardware, "bf16_speedup", lambda device: 2.8)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    auto = hardware.inference_placement("auto")
+    assert (auto.device.type, auto.precision) == ("cpu", "bf16") and "probe" in auto.reason
+    with auto.autocast():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert torch.is_autocast_enabled("cpu")
+    fp32 = hardware.inference_placement("fp32")
+    with fp32.autocast():
+        assert not torch.is_autocast_enabled("cpu")
+    assert hardware.inference_placement("int8").precision == "int8"
+    with pytest.raises(UserError, match="use one of auto, fp32, bf16, fp16, int8"):
+        hardware.inference_placement("int4")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(UserError, match=r"int8 quantizes for CPUs.*CUDA_VISIBLE_DEVICES"):
+        hardware.inference_placement("int8")
 
 
 def test_unset_freeze_layers_fixes_the_bottom_third_only_when_classifying_on_a_cpu():

@@ -377,8 +377,8 @@ def test_serve_answers_fill_mask_and_generate_for_language_models(tiny_model, ti
         assert server.request("GET", "/info")[1]["task"] == "masked-lm"
     generator = load_for_serving(tmp_path / "causal-lm")
     assert isinstance(generator, Generator)
-    with pytest.raises(UserError, match="--int8 applies to classifiers"):
-        load_for_serving(tmp_path / "causal-lm", int8=True)
+    with pytest.raises(UserError, match="int8 quantizes classifiers, not a causal-lm model"):
+        load_for_serving(tmp_path / "causal-lm", precision="int8")
     with Server(create_app(generator)) as server:
         request = {"prompt": "the movie was", "max_new_tokens": 3}
         status, body = server.request("POST", "/generate", json.dumps(request).encode())

@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 from conftest import FILLER, NEGATIVE, POSITIVE, sentiment_rows, write_csv
 
+from tunesmith import hardware
 from tunesmith.cli import build_parser, main
 from tunesmith.errors import UserError
 from tunesmith.predict import Predictor
@@ -224,6 +225,9 @@ def test_health_info_and_openapi(server, run_dir):
     assert info["task"] == "classification"
     assert info["labels"] == ["negative", "positive"]
     assert Path(info["model_path"]) == run_dir / "model"
+    machine = hardware.inference_placement("auto")  # fp32 here, bf16 on CPUs that compute it
+    assert info["device"] == "cpu"
+    assert info["precision"] == f"{machine.precision} ({machine.reason})"
     assert info["max_length"] > 0 and info["batching"] is True
     status, schema = s.request("GET", "/openapi.json")
     assert status == 200

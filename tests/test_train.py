@@ -67,7 +67,9 @@ def test_train_writes_a_complete_run_folder(tiny_model, sentiment_csv, tmp_path)
     }
 
 
-def test_exported_model_agrees_with_pipeline_and_predict(tiny_model, sentiment_csv, tmp_path):
+def test_exported_model_agrees_with_pipeline_and_predict(
+    tiny_model, sentiment_csv, tmp_path, capsys
+):
     train, validation = sentiment_csv
     out = tmp_path / "run"
     result = run_train(tiny_model, train, validation, out, *LEARN)
@@ -94,15 +96,16 @@ def test_exported_model_agrees_with_pipeline_and_predict(tiny_model, sentiment_c
     for key, value in result["validation"].items():
         assert scores[key] == pytest.approx(value, abs=1e-9)
 
-    # int8: every linear layer quantized, the same labels on this easy data
-    assert (
-        main(["evaluate", str(out), "--data", str(validation), "--int8", "--out", str(scores_file)])
-        == 0
-    )
-    assert json.loads(scores_file.read_text())["accuracy"] == pytest.approx(scores["accuracy"])
+    # int8 (every linear layer quantized) and bf16 (emulated here, still correct): the same
+    # labels on this easy data; the choice is named on stderr
     from tunesmith.predict import Predictor
 
-    model = Predictor(out, int8=True).model
+    for precision in ("int8", "bf16"):
+        argv = ["evaluate", str(out), "--data", str(validation), "--precision", precision]
+        assert main([*argv, "--out", str(scores_file)]) == 0
+        assert f"inference on cpu in {precision} (" in capsys.readouterr().err
+        assert json.loads(scores_file.read_text())["accuracy"] == pytest.approx(scores["accuracy"])
+    model = Predictor(out, precision="int8").model
     assert not any(type(m) is torch.nn.Linear for m in model.modules())
 
 

@@ -33,18 +33,20 @@ def train(config: Config | dict | str | Path | None = None, **overrides: Any) ->
     return run(cfg)
 
 
-def evaluate(model: str | Path, data: str | Path, int8: bool = False) -> dict:
-    """Metrics of an exported model (or run folder) on a labelled file; `int8` quantizes its
-    linear layers first (CPU speed, slightly moved logits)."""
+def evaluate(model: str | Path, data: str | Path, precision: str = "auto") -> dict:
+    """Metrics of an exported model (or run folder) on a labelled file, on the GPU when there is
+    one. `precision`: auto (what training would pick on this machine), fp32, bf16, fp16, or int8
+    (quantized linear layers: CPU speed, slightly moved logits)."""
     from tunesmith.data import read_table
     from tunesmith.predict import Predictor
 
-    return Predictor(model, int8=int8).evaluate(read_table(data), str(data))
+    return Predictor(model, precision=precision).evaluate(read_table(data), str(data))
 
 
-def predict(model: str | Path, data: str | Path, int8: bool = False) -> list[dict]:
-    """One {label, scores} record per row of `data`, in input order; `int8` as in evaluate."""
+def predict(model: str | Path, data: str | Path, precision: str = "auto") -> list[dict]:
+    """One {label, scores} record per row of `data`, in input order; `precision` as in
+    evaluate."""
     from tunesmith.data import read_table
     from tunesmith.predict import Predictor
 
-    return Predictor(model, int8=int8).predict(read_table(data), str(data))
+    return Predictor(model, precision=precision).predict(read_table(data), str(data))

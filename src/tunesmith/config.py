@@ -22,6 +22,8 @@ from tunesmith.errors import UserError
 LANGUAGE_MODEL_TASKS = ("masked-lm", "causal-lm")
 TASKS = ("auto", "classification", "regression", *LANGUAGE_MODEL_TASKS)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Inference adds dynamic int8 linear layers, on CPUs only (hardware.inference_placement).
+INFERENCE_PRECISIONS = (*PRECISIONS, "int8")
 
 
 @dataclass

@@ -1,13 +1,20 @@
-"""What this machine computes well: CPU flags, the precision to train in, and why."""
+"""What this machine computes well: CPU flags, the precision to train and predict in, and why."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
+import sys
 import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from tunesmith.config import INFERENCE_PRECISIONS
+from tunesmith.errors import UserError
 
 # bf16 matmuls are native only with these; elsewhere (AVX2 only) they are emulated and were
 # measured ~100x slower than fp32 on an AMD EPYC here.
@@ -98,3 +105,44 @@ def choose_precision(requested: str, use_cuda: bool) -> tuple[str, str]:
     if speedup >= BF16_MIN_SPEEDUP:
         return "bf16", f"{where}: a bf16 matmul ran {speedup:.1f}x fp32 in a probe"
     return "fp32", f"{where}, but a bf16 matmul ran only {speedup:.2f}x fp32 in a probe"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where inference runs, in which number format, and why."""
+
+    device: torch.device
+    precision: str
+    reason: str
+
+    def autocast(self) -> AbstractContextManager:
+        """The context a forward pass runs in: autocast for bf16/fp16, nothing otherwise."""
+        dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+        if self.precision not in dtypes:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtypes[self.precision])
+
+    def announce(self) -> None:
+        """One stderr line naming the choice and why (stdout may carry predictions)."""
+        print(
+            f"tunesmith: inference on {self.device.type} in {self.precision} ({self.reason})",
+            file=sys.stderr,
+        )
+
+
+def inference_placement(requested: str) -> Placement:
+    """The GPU when there is one, else the CPU, in the precision training would pick there (a
+    GPU's bf16 or fp16; bf16 on CPUs that compute it natively; else fp32) unless `requested`
+    names one."""
+    if requested not in INFERENCE_PRECISIONS:
+        raise UserError(f"precision {requested!r}: use one of {', '.join(INFERENCE_PRECISIONS)}")
+    use_cuda = torch.cuda.is_available()
+    if requested == "int8":
+        if use_cuda:
+            raise UserError(
+                "precision int8 quantizes for CPUs; on a GPU use auto (bf16 or fp16), or "
+                "hide the GPU with CUDA_VISIBLE_DEVICES="
+            )
+        return Placement(torch.device("cpu"), "int8", "precision=int8 was asked for")
+    precision, reason = choose_precision(requested, use_cuda)
+    return Placement(torch.device("cuda" if use_cuda else "cpu"), precision, reason)

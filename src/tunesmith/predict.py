@@ -103,11 +103,15 @@ def quantize_int8(model: torch.nn.Module) -> None:
 
 
 class Predictor:
-    """An exported classifier/regressor with its tokenizer, ready for rows of text; `int8`
-    quantizes its linear layers for speed on CPUs."""
+    """An exported classifier/regressor with its tokenizer, ready for rows of text, on the GPU
+    when there is one; `precision` as in hardware.inference_placement (int8 quantizes the linear
+    layers, for speed on CPUs)."""
 
     def __init__(
-        self, model_path: str | Path, max_tokens_per_batch: int | None = None, int8: bool = False
+        self,
+        model_path: str | Path,
+        max_tokens_per_batch: int | None = None,
+        precision: str = "auto",
     ) -> None:
         self.model_dir = resolve_model_dir(model_path)
         self.meta = read_meta(self.model_dir)
@@ -117,11 +121,13 @@ class Predictor:
             raise UserError(
                 f"{self.model_dir}: a {task} model labels nothing; use tunesmith {use} with it"
             )
+        self.placement = hardware.inference_placement(precision)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         # The loader training uses, so prediction gets the same last-layer cut.
         self.model = load_sequence_classifier(str(self.model_dir)).eval()
-        if int8:
+        if self.placement.precision == "int8":
             quantize_int8(self.model)
+        self.model.to(self.placement.device)
         config = self.model.config
         if config.problem_type == "regression":
             self.labels = LabelSpec("regression")
@@ -130,7 +136,8 @@ class Predictor:
             self.labels = LabelSpec("classification", tuple(names))
         self.max_length = int(self.meta.get("max_length", 512))
         self.max_tokens = max(
-            max_tokens_per_batch or hardware.inference_tokens_per_batch("cpu"), self.max_length
+            max_tokens_per_batch or hardware.inference_tokens_per_batch(self.placement.device.type),
+            self.max_length,
         )
         self.collate = DataCollatorWithPadding(self.tokenizer)
 
@@ -160,7 +167,9 @@ class Predictor:
             new_fingerprint=uuid.uuid4().hex,
             keep_in_memory=True,
         )
-        indices, logits = infer_logits(self.model, tokenized, self.collate, self.max_tokens)
+        indices, logits = infer_logits(
+            self.model, tokenized, self.collate, self.max_tokens, autocast=self.placement.autocast
+        )
         ordered = np.empty_like(logits)
         ordered[indices] = logits
         return ordered
@@ -188,12 +197,15 @@ class FillMasker:
     """A masked LM loaded once: top-k {token, score} for each mask in a text, through
     transformers' fill-mask pipeline. `[MASK]` and `<mask>` both mean the tokenizer's own mask."""
 
-    def __init__(self, model_path: str | Path) -> None:
+    def __init__(self, model_path: str | Path, precision: str = "auto") -> None:
         from transformers import pipeline
 
         self.model_dir = resolve_model_dir(model_path)
-        self.meta = _meta_of_task(self.model_dir, "masked-lm", "fill-mask")
-        self.pipeline = pipeline("fill-mask", model=str(self.model_dir))
+        self.meta = _meta_of_task(self.model_dir, "masked-lm", "fill-mask", precision)
+        self.placement = hardware.inference_placement(precision)
+        self.pipeline = pipeline(
+            "fill-mask", model=str(self.model_dir), device=self.placement.device
+        )
         self.mask = self.pipeline.tokenizer.mask_token
         if self.mask is None:
             raise UserError(f"{self.model_dir}: the tokenizer has no mask token; not a masked LM")
@@ -203,7 +215,8 @@ class FillMasker:
             text = text.replace(alias, self.mask)
         if self.mask not in text:
             raise UserError("the text has no mask; write [MASK] where a word should be filled in")
-        found = self.pipeline(text, top_k=top_k)
+        with self.placement.autocast():
+            found = self.pipeline(text, top_k=top_k)
         per_mask = found if text.count(self.mask) > 1 else [found]
         return [
             [{"token": c["token_str"], "score": float(c["score"])} for c in m] for m in per_mask
@@ -214,13 +227,15 @@ class Generator:
     """A causal LM loaded once; greedy at temperature 0, sampling above; `chat` wraps the prompt
     as a user turn with the tokenizer's chat template."""
 
-    def __init__(self, model_path: str | Path) -> None:
+    def __init__(self, model_path: str | Path, precision: str = "auto") -> None:
         from transformers import AutoModelForCausalLM
 
         self.model_dir = resolve_model_dir(model_path)
-        self.meta = _meta_of_task(self.model_dir, "causal-lm", "generate")
+        self.meta = _meta_of_task(self.model_dir, "causal-lm", "generate", precision)
+        self.placement = hardware.inference_placement(precision)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(self.model_dir).eval()
+        self.model.to(self.placement.device)
 
     def __call__(
         self,
@@ -246,8 +261,9 @@ class Generator:
                 [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
             )
         inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=not chat)
+        inputs = inputs.to(self.placement.device)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
-        with torch.inference_mode():
+        with torch.inference_mode(), self.placement.autocast():
             output = self.model.generate(
                 **inputs,
                 max_new_tokens=max_new_tokens,
@@ -258,25 +274,25 @@ class Generator:
         return tokenizer.decode(new_tokens, skip_special_tokens=True)
 
 
-def _meta_of_task(model_dir: Path, task: str, command: str) -> dict:
+def _meta_of_task(model_dir: Path, task: str, command: str, precision: str) -> dict:
     """The folder's tunesmith.json, refusing a folder tunesmith trained for another task (a
-    classifier would load with a fresh, random language-model head). Other folders are taken
-    as they are."""
+    classifier would load with a fresh, random language-model head) and int8, which quantizes
+    classifiers only. Other folders are taken as they are."""
     meta = read_meta(model_dir)
     if meta.get("task", task) != task:
         raise UserError(f"{model_dir}: a {meta['task']} model; {command} needs a {task} model")
+    if precision == "int8":
+        raise UserError(f"{model_dir}: precision int8 quantizes classifiers, not a {task} model")
     return meta
 
 
 def load_for_serving(
-    model_path: str | Path, int8: bool = False
+    model_path: str | Path, precision: str = "auto"
 ) -> Predictor | FillMasker | Generator:
     """The inference object that fits the exported model's task."""
     task = read_meta(resolve_model_dir(model_path)).get("task")
-    if int8 and task in LANGUAGE_MODEL_TASKS:
-        raise UserError(f"{model_path}: --int8 applies to classifiers, not to a {task} model")
     if task == "masked-lm":
-        return FillMasker(model_path)
+        return FillMasker(model_path, precision)
     if task == "causal-lm":
-        return Generator(model_path)
-    return Predictor(model_path, int8=int8)
+        return Generator(model_path, precision)
+    return Predictor(model_path, precision=precision)

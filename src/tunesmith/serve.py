@@ -130,6 +130,8 @@ class Info(BaseModel):
     task: Literal["classification", "regression", "masked-lm", "causal-lm"]
     labels: list[str] = Field(description="class names in id order (empty for regression)")
     model_path: str
+    device: str = Field(description="where the model runs: cpu or cuda")
+    precision: str = Field(description="number format of the forward pass, and why")
     max_length: int = Field(description="tokens per text (or pair) before truncation")
     batching: bool
     max_batch_size: int = Field(description="most texts merged into one model call")
@@ -319,6 +321,8 @@ def create_app(
         task=predictor.labels.kind if classifier else predictor.meta["task"],
         labels=list(predictor.labels.names) if classifier else [],
         model_path=str(predictor.model_dir),
+        device=predictor.placement.device.type,
+        precision=f"{predictor.placement.precision} ({predictor.placement.reason})",
         max_length=predictor.max_length if classifier else predictor.meta.get("max_length", 0),
         batching=batching and classifier,
         max_batch_size=max_batch_size if batching and classifier else 1,
@@ -414,15 +418,16 @@ def serve(
     max_wait_ms: float = 5.0,
     batching: bool = True,
     max_body_bytes: int = MAX_BODY_BYTES,
-    int8: bool = False,
+    precision: str = "auto",
 ) -> None:
-    """Load the model once (a classifier's linear layers in int8 with `int8`) and serve it until
+    """Load the model once, in `precision` (hardware.inference_placement), and serve it until
     interrupted (Ctrl-C, SIGTERM)."""
     import datasets
     import uvicorn
 
     datasets.disable_progress_bars()  # else every request draws a tokenizing bar in the log
-    predictor = load_for_serving(model, int8)
+    predictor = load_for_serving(model, precision)
+    predictor.placement.announce()
     app = create_app(predictor, max_batch_size, max_wait_ms, batching, max_body_bytes)
     # No access log: a line per request costs throughput and says little for this API.
     uvicorn.run(app, host=host, port=port, access_log=False)
