@@ -235,6 +235,25 @@ def test_exported_model_is_the_best_evaluation(tiny_model, sentiment_csv, tmp_pa
     assert result["validation"]["accuracy"] == best
 
 
+def test_a_final_best_evaluation_is_not_run_again(tiny_model, sentiment_csv, tmp_path, monkeypatch):
+    from tunesmith import engine
+
+    calls = []
+    real = engine.evaluate_split
+    monkeypatch.setattr(engine, "evaluate_split", lambda *a, **k: calls.append(1) or real(*a, **k))
+    train, validation = sentiment_csv
+    out = tmp_path / "run"
+    # one evaluation, at the last step: the best by definition, and the exported weights
+    steps = ("train.max_steps=3", "train.eval_every_steps=3")
+    result = run_train(tiny_model, train, validation, out, *steps)
+    assert len(calls) == 1 and result["best_step"] == 3
+    scores = out / "exported.json"
+    assert main(["evaluate", str(out), "--data", str(validation), "--out", str(scores)]) == 0
+    exported = json.loads(scores.read_text())
+    for key, value in result["validation"].items():
+        assert exported[key] == pytest.approx(value, abs=1e-9)
+
+
 def test_early_stopping_patience(tiny_model, sentiment_csv, tmp_path):
     train, validation = sentiment_csv
     out = tmp_path / "run"

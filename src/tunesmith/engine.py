@@ -190,8 +190,7 @@ def train(cfg: Config) -> dict:
     if run.accelerator.is_main_process:
         log = tracking.MetricsLog(run.output_dir / "metrics.jsonl", keep_through_step=progress.step)
     try:
-        fit(run, progress, log)
-        return finish(run, progress, log)
+        return finish(run, progress, log, fit(run, progress, log))
     except torch.OutOfMemoryError:
         raise UserError(_out_of_memory_message(run, progress)) from None
 
@@ -364,7 +363,7 @@ def save_checkpoint(run: Run, progress: Progress) -> None:
     run.accelerator.wait_for_everyone()
 
 
-def evaluate_and_keep_best(run: Run, progress: Progress) -> dict[str, float]:
+def evaluate_and_keep_best(run: Run, progress: Progress) -> Evaluation:
     evaluation = run.evaluate(run.data.validation)
     scores = evaluation.scores
     if evaluation.finite and metrics.is_better(run.metric, scores[run.metric], progress.best_value):
@@ -376,15 +375,17 @@ def evaluate_and_keep_best(run: Run, progress: Progress) -> dict[str, float]:
             )
     else:
         progress.stale_evals += 1
-    return scores
+    return evaluation
 
 
-def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> None:
+def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> Evaluation | None:
     """The training loop: micro-batches accumulate into optimizer steps; logging, evaluation and
-    checkpoints happen on optimizer-step boundaries only."""
+    checkpoints happen on optimizer-step boundaries only. Returns the last evaluation when it
+    was the best and no step followed it: the exported model's, which finish need not redo."""
     t, accelerator, model, optimizer = run.cfg.train, run.accelerator, run.model, run.optimizer
     every = run.cfg.checkpoint.every_steps
     running_loss, running_micro, done = 0.0, 0, False
+    final: Evaluation | None = None
     bar = tqdm(
         total=run.total_steps,
         initial=progress.step,
@@ -444,8 +445,11 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> None:
                 progress.train_seconds += (
                     time.perf_counter() - tick
                 )  # evaluation and saving excluded
+                final = None
                 if evaluate_now:
-                    record["validation"] = evaluate_and_keep_best(run, progress)
+                    evaluation = evaluate_and_keep_best(run, progress)
+                    final = evaluation if progress.best_step == progress.step else None
+                    record["validation"] = evaluation.scores
                     if accelerator.is_main_process:
                         bar.write(f"step {progress.step}: validation {_fmt(record['validation'])}")
                     model.train()
@@ -473,6 +477,7 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> None:
                 if done:
                     break
     bar.close()
+    return final
 
 
 def _sizes(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
@@ -525,14 +530,19 @@ def _nonfinite_message(loss: torch.Tensor, progress: Progress, run: Run) -> str:
     )
 
 
-def finish(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> dict:
-    """Export the best weights, measure them again, and write the run folder's files."""
+def finish(
+    run: Run, progress: Progress, log: tracking.MetricsLog | None, final: Evaluation | None
+) -> dict:
+    """Export the best weights, measure them again unless `final` already did, and write the
+    run folder's files."""
     accelerator, task, output_dir = run.accelerator, run.data.task, run.output_dir
     unwrapped = accelerator.unwrap_model(run.model)
-    if checkpoint.best_weights(output_dir).exists():
-        checkpoint.load_weights(unwrapped, checkpoint.best_weights(output_dir))
-    # Measured again on the exported weights, so metrics.json describes exactly model/.
-    evaluation = run.evaluate(run.data.validation)
+    evaluation = final
+    if evaluation is None:
+        if checkpoint.best_weights(output_dir).exists():
+            checkpoint.load_weights(unwrapped, checkpoint.best_weights(output_dir))
+        # Measured again on the exported weights, so metrics.json describes exactly model/.
+        evaluation = run.evaluate(run.data.validation)
     if not evaluation.finite:
         raise UserError(
             f"the model's outputs are NaN/inf after step {progress.step} and no evaluation was "
