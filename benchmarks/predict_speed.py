@@ -20,10 +20,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from serve_load import classifier_folder  # benchmarks/ is on sys.path when run as a script
 from train_speed import MRPC, generated_pairs
+
+if TYPE_CHECKING:
+    from tunesmith.predict import Predictor
 
 
 def pipeline_arm(folder: str, first: list[str], second: list[str]) -> Callable[[], np.ndarray]:
@@ -73,11 +77,8 @@ def trainer_arm(folder: str, first: list[str], second: list[str]) -> Callable[[]
 
 
 def tunesmith_arm(
-    folder: str, first: list[str], second: list[str], precision: str = "auto"
+    predictor: Predictor, first: list[str], second: list[str]
 ) -> Callable[[], np.ndarray]:
-    from tunesmith.predict import Predictor
-
-    predictor = Predictor(folder, precision=precision)
     label_ids = predictor.model.config.label2id
 
     def run() -> np.ndarray:
@@ -99,6 +100,7 @@ def main() -> None:
     import transformers
 
     from tunesmith import hardware
+    from tunesmith.predict import Predictor
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -111,13 +113,15 @@ def main() -> None:
     first, second = [r["sentence1"] for r in rows], [r["sentence2"] for r in rows]
     folder = classifier_folder(args.model, tmp)
 
+    predictor = Predictor(folder)  # its defaults: device and precision as the machine allows
     arms = {
         "pipeline": pipeline_arm(folder, first, second),
         "trainer_predict": trainer_arm(folder, first, second),
-        "tunesmith": tunesmith_arm(folder, first, second),
+        "tunesmith": tunesmith_arm(predictor, first, second),
     }
     if not torch.cuda.is_available():  # int8 linear layers are a CPU path
-        arms["tunesmith_int8"] = tunesmith_arm(folder, first, second, "int8")
+        int8 = Predictor(folder, precision="int8")
+        arms["tunesmith_int8"] = tunesmith_arm(int8, first, second)
     seconds = {name: float("inf") for name in arms}
     labels = {}
     for _ in range(2):
@@ -126,7 +130,7 @@ def main() -> None:
             labels[name] = run()
             seconds[name] = min(seconds[name], time.perf_counter() - start)
     machine = hardware.describe()
-    auto = hardware.inference_placement("auto")  # what the tunesmith arm ran in
+    auto = predictor.placement
     print(f"machine: {json.dumps(machine)}; rows: {len(rows)} from {source}")
     print(f"tunesmith: {auto.device.type}, {auto.precision} ({auto.reason})")
     summary = {"rows": len(rows), "source": str(source), "machine": machine}

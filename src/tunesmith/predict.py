@@ -107,12 +107,7 @@ class Predictor:
     when there is one; `precision` as in hardware.inference_placement (int8 quantizes the linear
     layers, for speed on CPUs)."""
 
-    def __init__(
-        self,
-        model_path: str | Path,
-        max_tokens_per_batch: int | None = None,
-        precision: str = "auto",
-    ) -> None:
+    def __init__(self, model_path: str | Path, precision: str = "auto") -> None:
         self.model_dir = resolve_model_dir(model_path)
         self.meta = read_meta(self.model_dir)
         task = self.meta.get("task")
@@ -136,8 +131,7 @@ class Predictor:
             self.labels = LabelSpec("classification", tuple(names))
         self.max_length = int(self.meta.get("max_length", 512))
         self.max_tokens = max(
-            max_tokens_per_batch or hardware.inference_tokens_per_batch(self.placement.device.type),
-            self.max_length,
+            hardware.inference_tokens_per_batch(self.placement.device.type), self.max_length
         )
         self.collate = DataCollatorWithPadding(self.tokenizer)
 
