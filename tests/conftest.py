@@ -7,12 +7,21 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
 POSITIVE = ["good", "great", "lovely", "excellent", "happy", "fine"]
 NEGATIVE = ["bad", "awful", "terrible", "sad", "poor", "horrid"]
 FILLER = ["the", "a", "movie", "film", "was", "is", "very", "quite", "plot", "actor", "and", "it"]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER, "neutral"]
+
+
+def score_tolerance(precision: str) -> float:
+    """How far a probability may stray from an fp32 reference computed in another order: 1e-4
+    of summation order, plus a few roundings to the precision's own epsilon (bf16 keeps 8
+    significant bits: 2^-7; fp16 11: 2^-10)."""
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return 1e-4 + (4 * torch.finfo(dtype).eps if dtype != torch.float32 else 0.0)
 
 
 @pytest.fixture(autouse=True)

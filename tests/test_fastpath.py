@@ -137,6 +137,7 @@ def test_precision_is_detected_and_confirmed_by_a_probe(monkeypatch, flags, spee
         assert speedup is not None, "the probe must not run without native bf16"
         return speedup
 
+    monkeypatch.delenv(hardware.ASSUME_NATIVE_BF16, raising=False)  # detection itself is tested
     monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
     monkeypatch.setattr(hardware, "bf16_speedup", probe)
     precision, reason = hardware.choose_precision("auto", use_cuda=False)
@@ -149,6 +150,7 @@ def test_precision_is_detected_and_confirmed_by_a_probe(monkeypatch, flags, spee
 
 
 def test_inference_runs_where_and_in_what_training_would_pick(monkeypatch):
+    monkeypatch.delenv(hardware.ASSUME_NATIVE_BF16, raising=False)
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
     monkeypatch.setattr(hardware, "bf16_speedup", lambda device: 2.8)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -166,6 +168,16 @@ def test_inference_runs_where_and_in_what_training_would_pick(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(UserError, match=r"int8 quantizes for CPUs.*CUDA_VISIBLE_DEVICES"):
         hardware.inference_placement("int8")
+
+
+def test_the_bf16_path_can_be_taken_on_any_cpu(monkeypatch):
+    """What `make test`'s second pass relies on: auto takes bf16 without flags or probe."""
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(hardware, "bf16_speedup", lambda device: pytest.fail("probed"))
+    monkeypatch.setenv(hardware.ASSUME_NATIVE_BF16, "1")
+    assert hardware.choose_precision("auto", use_cuda=False)[0] == "bf16"
+    assert hardware.inference_placement("auto").precision == "bf16"
+    assert hardware.choose_precision("fp32", use_cuda=False)[0] == "fp32"  # asked for wins
 
 
 def test_unset_freeze_layers_fixes_the_bottom_third_only_when_classifying_on_a_cpu():

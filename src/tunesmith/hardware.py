@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 import sys
 import time
@@ -21,6 +22,9 @@ from tunesmith.errors import UserError
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # bf16 is chosen only when the probe finds its matmuls at least this much faster than fp32.
 BF16_MIN_SPEEDUP = 1.2
+# Set to 1, `auto` takes the path of a CPU with native bf16 on any CPU (emulated, slow, but the
+# same number format): `make test` runs the precision-sensitive tests so on AVX2 machines too.
+ASSUME_NATIVE_BF16 = "TUNESMITH_ASSUME_NATIVE_BF16"
 
 
 def inference_tokens_per_batch(device_type: str) -> int:
@@ -97,6 +101,8 @@ def choose_precision(requested: str, use_cuda: bool) -> tuple[str, str]:
             return "fp16", f"{name} lacks bf16; fp16 with a gradient scaler"
         where, device = name, "cuda"
     else:
+        if os.environ.get(ASSUME_NATIVE_BF16) == "1":
+            return "bf16", f"{ASSUME_NATIVE_BF16}=1: as on a CPU with native bf16"
         native = [f for f in NATIVE_BF16_CPU_FLAGS if f in cpu_flags()]
         if not native:
             return "fp32", "CPU lacks avx512_bf16/amx_bf16: emulated bf16 is slower than fp32"
