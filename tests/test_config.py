@@ -37,9 +37,9 @@ def test_yaml_file_and_overrides_with_overrides_winning(tmp_path):
     )
     cfg = load_config(path, ["train.epochs=2", "data.validation=val.csv"])
     assert isinstance(cfg, Config)
-    assert cfg.model == "some/model"
-    assert cfg.data.train == "train.csv"
-    assert cfg.data.validation == "val.csv"
+    assert cfg.model == "some/model"  # no such folder beside the file: a Hub id
+    assert cfg.data.train == str(tmp_path / "train.csv")  # beside the YAML file
+    assert cfg.data.validation == "val.csv"  # an override: from the working directory
     assert cfg.data.max_length == 32
     assert cfg.train.epochs == 2.0
     assert cfg.train.learning_rate == pytest.approx(0.001)
@@ -327,3 +327,28 @@ def test_shipped_configs_load(path):
         pytest.skip("no YAML files under configs/")
     cfg = load_config(path, ["data.train=t.csv"])
     assert cfg.data.train == "t.csv"
+    for key in ("train", "validation", "test"):  # the shipped files resolve from anywhere
+        value = getattr(load_config(path).data, key)
+        assert value is None or Path(value).is_relative_to(path.parent)
+
+
+def test_paths_in_a_yaml_file_are_relative_to_it(tmp_path, monkeypatch):
+    (tmp_path / "project" / "configs").mkdir(parents=True)
+    (tmp_path / "project" / "models" / "mine").mkdir(parents=True)
+    path = write_yaml(
+        tmp_path / "project" / "configs" / "run.yaml",
+        {
+            "model": "../models/mine",
+            "output_dir": "runs/a",
+            "data": {"train": "../data/train.csv", "test": "/abs/test.csv", "dataset": "glue"},
+        },
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(path, ["data.validation=dev.csv"])
+    configs = tmp_path / "project" / "configs"
+    assert cfg.data.train == str(configs / "../data/train.csv")
+    assert cfg.model == str(configs / "../models/mine")
+    assert cfg.data.test == "/abs/test.csv" and cfg.data.dataset == "glue"  # a Hub name
+    assert cfg.data.validation == "dev.csv" and cfg.output_dir == "runs/a"  # where it runs

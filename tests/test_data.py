@@ -18,7 +18,6 @@ from tunesmith.data import (
     detect_columns,
     load_splits,
     read_table,
-    read_texts_from_lines,
 )
 from tunesmith.errors import UserError
 
@@ -485,30 +484,3 @@ def test_empty_cells_from_a_csv_file(tmp_path):
     msg = user_error(check_texts, ds, columns, str(path), False)
     assert str(path) in msg and "rows 2," in msg
     assert check_texts(ds, columns, str(path), True)["text"] == ["hello", "bye"]
-
-
-# ---------------------------------------------------------------- read_texts_from_lines
-
-
-def test_lines_become_a_text_column():
-    ds = read_texts_from_lines(["first line\n", "\n", "second\r\n", "   \n"])
-    assert ds.column_names == ["text"]
-    assert ds["text"] == ["first line", "second"]
-
-
-def test_tabbed_lines_become_pairs():
-    ds = read_texts_from_lines(["a b\tc d\n", "e\tf\tg\n"])
-    assert ds.column_names == ["text", "text_pair"]
-    assert ds["text"] == ["a b", "e"]
-    assert ds["text_pair"] == ["c d", "f\tg"]
-
-
-def test_mixed_tabbed_lines_stay_single():
-    ds = read_texts_from_lines(["a\tb\n", "c\n"])
-    assert ds.column_names == ["text"]
-    assert ds["text"] == ["a\tb", "c"]
-
-
-def test_no_lines():
-    msg = user_error(read_texts_from_lines, ["\n", "  \n"])
-    assert "stdin" in msg and "no text" in msg

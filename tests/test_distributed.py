@@ -35,7 +35,9 @@ def test_two_processes_take_equal_steps_and_match_single_process_metrics(
         ]
     )
     assert code == 0, capfd.readouterr().err[-2000:]
-    assert "x 2 process(es)" in capfd.readouterr().out  # the effective batch is printed
+    captured = capfd.readouterr()
+    assert "x 2 process(es)" in captured.err  # the effective batch is printed
+    assert captured.out.count("output_dir") == 1  # one result line, from the main process
     metrics = json.loads((out / "metrics.json").read_text())
     steps = metrics["train"]["steps_per_process"]
     assert metrics["train"]["processes"] == 2

@@ -131,9 +131,11 @@ def test_truncated_newest_checkpoint_falls_back_to_previous(
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     assert "model.safetensors" in checkpoint.verify(folders[-1])
 
+    (folders[-1].parent / "step-00000099.tmp").mkdir()  # a save that a kill cut short
     assert main([*train_args(tiny_model, sentiment_csv, out), "--resume", "auto"]) == 0
-    printed = capsys.readouterr().out
-    assert f"checkpoint {folders[-1].name} is damaged" in printed
+    printed = capsys.readouterr().err
+    assert "checkpoint step-00000099.tmp was cut short while saving; skipped" in printed
+    assert f"checkpoint {folders[-1].name} is damaged (model.safetensors has" in printed
     assert f"resuming from {folders[-2]}" in printed
     assert_same_weights(reference, out)
     assert logged_steps(out) == list(range(1, 61))

@@ -179,6 +179,9 @@ def test_pairs_and_single_texts_in_one_request(server, reference):
     status, body = s.predict({"text": a[4]})  # one object, no list
     assert status == 200, body
     assert_same(body["predictions"], reference.predict_texts([a[4]]))
+    status, body = s.request("POST", "/predict", json.dumps({"text": a[5]}).encode())  # bare
+    assert status == 200, body
+    assert_same(body["predictions"], reference.predict_texts([a[5]]))
 
 
 @pytest.mark.parametrize(
@@ -287,7 +290,7 @@ def test_serve_command(tmp_path, capsys):
     )
     assert (args.no_batching, args.max_body_bytes) == (False, MAX_BODY_BYTES)
     assert main(["serve", str(tmp_path / "missing")]) == 2
-    assert "not a model folder" in capsys.readouterr().err
+    assert "missing: no such folder" in capsys.readouterr().err
 
 
 def test_create_app_refuses_bad_settings(reference):

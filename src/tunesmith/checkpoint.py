@@ -21,33 +21,25 @@ import torch
 from safetensors.torch import load_model, save_model
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith.errors import UserError
-
-META_FILE = "tunesmith.json"  # how the exported model was trained: task, columns, max_length
-
-
-def _holds_run(path: Path) -> bool:
-    return (path / "metrics.json").exists() or (path / "model").exists()
-
-
-def check_output_dir(path: Path, overwrite: bool) -> None:
-    """Refuse to silently replace a finished run (checked before any work starts)."""
-    if _holds_run(path) and not overwrite:
-        raise UserError(
-            f"output_dir={path} already holds a run; pick another output_dir or set overwrite=true"
-        )
+from tunesmith.runfolder import (
+    CHECKPOINTS,
+    CONFIG,
+    META_FILE,
+    METRICS,
+    METRICS_LOG,
+    MODEL,
+    STEP_PREFIX,
+    step_folders,
+)
 
 
-def prepare_output_dir(path: Path, overwrite: bool) -> None:
-    """Clear an earlier run's files (checkpoints too) when allowed, and create the folder."""
-    check_output_dir(path, overwrite)
-    if _holds_run(path) or (path / CHECKPOINTS).exists():
-        old = ("model", "metrics.json", "metrics.jsonl", "config.yaml", "tensorboard", CHECKPOINTS)
-        for name in old:
-            target = path / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+def prepare_output_dir(path: Path) -> None:
+    """Clear an earlier run's files (checkpoints too) and create the folder; the caller has
+    checked that they may go (runfolder.check_output_dir, or a resume that found nothing)."""
+    for name in (MODEL, METRICS, METRICS_LOG, CONFIG, "tensorboard", CHECKPOINTS):
+        target = path / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "metrics.jsonl").unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -71,11 +63,6 @@ def export_model(
     os.replace(tmp, path)
 
 
-def read_meta(model_dir: Path) -> dict:
-    meta_path = model_dir / META_FILE
-    return json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
-
-
 # ---- training checkpoints: everything needed to continue exactly where a run stopped ----
 #
 # output_dir/checkpoints/step-00000120/   model.safetensors  optimizer.pt  scheduler.pt
@@ -86,9 +73,6 @@ def read_meta(model_dir: Path) -> dict:
 #
 # Folders are written under a .tmp name, fsynced, and renamed into place; the manifest lists each
 # file's size and sha256, so a truncated or half-copied checkpoint is detected and skipped.
-
-CHECKPOINTS = "checkpoints"
-STEP_PREFIX = "step-"
 
 
 def _sha256(path: Path) -> str:
@@ -186,25 +170,15 @@ def load_weights(model: torch.nn.Module, weights: Path) -> None:
     load_model(model, str(weights), strict=True)
 
 
-def step_folders(run_dir: Path) -> list[Path]:
-    root = run_dir / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = [
-        p
-        for p in root.iterdir()
-        if p.is_dir() and p.name.startswith(STEP_PREFIX) and not p.name.endswith(".tmp")
-    ]
-    return sorted(found, key=lambda p: p.name)
-
-
 def find_resumable(run_dir: Path, log: Callable[[str], None]) -> Path | None:
-    """The newest intact step folder; damaged newer ones are reported and passed over."""
+    """The newest intact step folder; each newer one passed over is logged with the reason."""
+    for cut_short in sorted((run_dir / CHECKPOINTS).glob(f"{STEP_PREFIX}*.tmp")):
+        log(f"checkpoint {cut_short.name} was cut short while saving; skipped")
     for folder in reversed(step_folders(run_dir)):
         problem = verify(folder)
         if problem is None:
             return folder
-        log(f"checkpoint {folder.name} is damaged ({problem}); trying the previous one")
+        log(f"checkpoint {folder.name} is damaged ({problem}); skipped, taking the one before")
     return None
 
 

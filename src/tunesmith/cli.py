@@ -24,6 +24,7 @@ examples:
 
 
 MODEL_HELP = "a run folder or an exported model folder"
+PREDICTION_FORMATS = (".jsonl", ".csv")
 PRECISION_HELP = (
     "number format: auto picks bf16 where the GPU or CPU computes it natively, else fp32 "
     "(fp16 on GPUs without bf16); int8 quantizes a classifier's linear layers (CPU): faster, "
@@ -45,7 +46,7 @@ def _quiet_libraries() -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from tunesmith import config as config_module
-    from tunesmith.api import train
+    from tunesmith.runfolder import check_output_dir
 
     if args.help_config:
         for key, (tp, doc, default) in config_module.field_docs().items():
@@ -57,13 +58,20 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         overrides.append(f"resume={args.resume}")
     cfg = config_module.load_config(path, overrides)  # validated here, before any launch
+    # Checked again by the engine; here they are answered before seconds of imports.
+    config_module.check_files(cfg)
+    if cfg.resume is None:
+        check_output_dir(Path(cfg.output_dir), cfg.overwrite)
     if args.num_processes > 1 and "WORLD_SIZE" not in os.environ:
         code = launch(args.num_processes, args.items, args.resume)
         if code:
             raise UserError(f"{args.num_processes} training processes failed (exit {code})")
         return
+    _quiet_libraries()
+    from tunesmith.api import train
+
     result = train(cfg)
-    if int(os.environ.get("RANK", "0")) == 0:  # one summary line, not one per process
+    if int(os.environ.get("RANK", "0")) == 0:  # stdout holds this line alone: `| jq` works
         print(
             json.dumps(
                 {
@@ -99,9 +107,10 @@ def launch(num_processes: int, items: list[str], resume: str | None) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    predictor = _predictor(args, args.data)
     from tunesmith.data import read_table
 
-    scores = _predictor(args).evaluate(read_table(args.data), args.data)
+    scores = predictor.evaluate(read_table(args.data), args.data)
     text = json.dumps(scores, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
@@ -109,17 +118,33 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from tunesmith.data import read_table, read_texts_from_lines
-
-    predictor = _predictor(args)
+    if args.out and Path(args.out).suffix.lower() not in PREDICTION_FORMATS:
+        raise UserError(
+            f"--out {args.out}: unknown extension; use {' or '.join(PREDICTION_FORMATS)}"
+        )
     if args.data:
+        predictor = _predictor(args, args.data)
+        from tunesmith.data import read_table
+
         rows = predictor.predict(read_table(args.data), args.data)
+        records = [{"row": i + 1, **row} for i, row in enumerate(rows)]
     else:
-        rows = predictor.predict(read_texts_from_lines(sys.stdin.readlines()), "stdin")
-    write_predictions(rows, args.out)
+        predictor = _predictor(args)
+        lines = sys.stdin.read().splitlines()
+        if not any(line.strip() for line in lines):
+            raise UserError("stdin: no text lines to predict")
+        records = predictor.predict_lines(lines)
+    write_predictions(records, args.out)
 
 
-def _predictor(args: argparse.Namespace) -> Predictor:
+def _predictor(args: argparse.Namespace, data: str | None = None) -> Predictor:
+    from tunesmith.runfolder import resolve_model_dir
+
+    # Wrong paths are answered before the seconds of imports below.
+    resolve_model_dir(args.model)
+    if data and not Path(data).expanduser().exists():
+        raise UserError(f"{data}: no such file or folder")
+    _quiet_libraries()
     from tunesmith.predict import Predictor
 
     predictor = Predictor(args.model, precision=args.precision)
@@ -128,6 +153,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> None:
+    _quiet_libraries()
     from tunesmith.predict import FillMasker
 
     masker = FillMasker(args.model, args.precision)
@@ -141,6 +167,7 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
+    _quiet_libraries()
     from tunesmith.predict import Generator
 
     generator = Generator(args.model, args.precision)
@@ -158,28 +185,32 @@ def cmd_generate(args: argparse.Namespace) -> None:
     )
 
 
-def write_predictions(rows: list[dict], out: str | None) -> None:
-    """JSONL (one object per input row, in order) or CSV (label plus one score column a class)."""
-    if out and out.lower().endswith(".csv"):
-        names = list(rows[0]["scores"]) if rows else []
-        tmp = Path(out + ".tmp")
+def write_predictions(records: list[dict], out: str | None) -> None:
+    """JSONL (one object per input, in order) or CSV (the input's row or line, the label, and a
+    score column a class); written through a temporary file, so a crash leaves no half file."""
+    if out is None:
+        sys.stdout.write("".join(json.dumps(r) + "\n" for r in records))
+        return
+    tmp = Path(out + ".tmp")
+    if Path(out).suffix.lower() == ".csv":
+        names = next((list(r["scores"]) for r in records if r.get("scores")), [])
+        ids = [k for k in records[0] if k not in ("label", "scores")] if records else []
         with tmp.open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(["label", *(f"score_{n}" for n in names)])
-            for row in rows:
-                writer.writerow([row["label"], *(row["scores"][n] for n in names)])
-        tmp.replace(out)
-        return
-    lines = "".join(json.dumps(row) + "\n" for row in rows)
-    if out:
-        tmp = Path(out + ".tmp")
-        tmp.write_text(lines, encoding="utf-8")
-        tmp.replace(out)
+            writer.writerow([*ids, "label", *(f"score_{n}" for n in names)])
+            for r in records:
+                scores = r.get("scores") or {}
+                writer.writerow([*(r[k] for k in ids), r["label"], *(scores.get(n) for n in names)])
     else:
-        sys.stdout.write(lines)
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    tmp.replace(out)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    from tunesmith.runfolder import resolve_model_dir
+
+    resolve_model_dir(args.model)
+    _quiet_libraries()
     from tunesmith.serve import serve
 
     serve(
@@ -195,6 +226,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    _quiet_libraries()
     from tunesmith.demo import run_demo, run_mlm_demo
 
     if args.task == "masked-lm":
@@ -204,6 +236,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    _quiet_libraries()
     from tunesmith.report import write_report
 
     print(write_report(args.run, args.out))
@@ -338,7 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
     try:
         args.func(args)
     except UserError as e:

@@ -81,8 +81,10 @@ def read_table(
         raise UserError(f"{path}: the file is empty")
     if fmt == "csv":
         kwargs = {**kwargs, "encoding": encoding, "encoding_errors": encoding_errors}
+        _check_text(path, encoding, encoding_errors)
         _check_header(path, kwargs.get("sep", ","), encoding, encoding_errors)
     elif fmt == "json":
+        _check_text(path, "utf-8", "replace")  # NUL bytes only: _check_json names bad UTF-8
         _check_json(path)
     try:
         with _builder_logs_silenced(fmt):
@@ -105,6 +107,40 @@ def _builder_logs_silenced(fmt: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def _check_text(path: Path, encoding: str, errors: str) -> None:
+    """Stop on a file that is not text (NUL bytes: an image, a spreadsheet, a zip renamed) or, with
+    strict decoding, on the first line that is not valid in `encoding`, naming that line."""
+    try:
+        codec = codecs.lookup(encoding)
+    except LookupError:
+        raise UserError(f"data.encoding={encoding} is not a known text encoding") from None
+    wide = codec.name.startswith(("utf-16", "utf-32"))  # NUL bytes are normal there
+    decoder = codec.incrementaldecoder("strict")
+    done = 0  # bytes decoded before this block
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            if not wide and b"\0" in block:
+                raise UserError(
+                    f"{path}: not a text file (it holds NUL bytes, as binary files such as "
+                    f"spreadsheets and archives do); export the data as CSV, TSV, JSON or Parquet"
+                )
+            if errors != "strict" or wide:
+                continue
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as e:
+                f.seek(0)
+                before = f.read(done + e.start)
+                line = before.count(b"\n") + 1
+                column = len(before) - (before.rfind(b"\n") + 1) + 1
+                raise UserError(
+                    f"{path}: line {line} is not valid {encoding} ({e.reason}, byte {column} of "
+                    f"the line); set data.encoding to the file's encoding (e.g. latin-1) or "
+                    f"data.encoding_errors=replace"
+                ) from None
+            done += len(block)
 
 
 def _check_header(path: Path, delimiter: str, encoding: str, errors: str) -> None:
@@ -138,17 +174,15 @@ def _check_json(path: Path) -> None:
         head = f.read(4096).removeprefix(codecs.BOM_UTF8)
         is_list = head.lstrip(b" \t\r\n").startswith(b"[")
         f.seek(0)
-        offset = 0
         for number, line in enumerate(f, 1):
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise UserError(
-                    f"{path}: not valid UTF-8 ({e.reason} at byte {offset + e.start}, line "
-                    f"{number}); JSON files must be UTF-8 (data.encoding is for CSV/TSV): "
+                    f"{path}: line {number} is not valid UTF-8 ({e.reason}, byte {e.start + 1} "
+                    f"of the line); JSON files must be UTF-8 (data.encoding is for CSV/TSV): "
                     f"save it as UTF-8"
                 ) from None
-            offset += len(line)
             if is_list:
                 continue
             if number == 1:
@@ -321,16 +355,3 @@ def check_texts(ds: Dataset, columns: Columns, source: str, drop_empty: bool) ->
         f"{source}: {len(bad)} row(s) with empty text in {'/'.join(columns.texts)} "
         f"(rows {shown}, counting from 1 after the header); fix them or set data.drop_empty=true"
     )
-
-
-def read_texts_from_lines(lines: list[str]) -> Dataset:
-    """Lines of text (stdin) -> a one-column dataset; a tab splits a sentence pair."""
-    lines = [line.rstrip("\r\n") for line in lines if line.strip()]
-    if not lines:
-        raise UserError("stdin: no text lines to predict")
-    if all("\t" in line for line in lines):
-        pairs = [line.split("\t", 1) for line in lines]
-        return Dataset.from_dict(
-            {"text": [p[0] for p in pairs], "text_pair": [p[1] for p in pairs]}
-        )
-    return Dataset.from_dict({"text": lines})

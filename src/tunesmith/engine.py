@@ -5,10 +5,12 @@ plain PyTorch loop on Accelerate. The same code runs on one CPU, one GPU or many
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith import checkpoint, hardware, metrics, tracking
+from tunesmith import checkpoint, hardware, metrics, runfolder, tracking
 from tunesmith.batching import TokenBudgetBatchSampler, padding_share
 from tunesmith.config import Config, TrainConfig, config_to_dict, save_config
 from tunesmith.errors import Interrupted, UserError
@@ -149,14 +151,15 @@ class StopRequest:
 def _resume_point(cfg: Config, output_dir: Path) -> Path | None:
     """The step folder to continue from, or None for a fresh run (whose output_dir is checked)."""
     if cfg.resume is None:
-        checkpoint.check_output_dir(output_dir, cfg.overwrite)
+        runfolder.check_output_dir(output_dir, cfg.overwrite)
         return None
-    if (output_dir / "metrics.json").exists():
+    if (output_dir / runfolder.METRICS).exists():
         raise UserError(f"output_dir={output_dir} holds a finished run; there is nothing to resume")
     if cfg.resume == "auto":
-        found = checkpoint.find_resumable(output_dir, print)
+        found = checkpoint.find_resumable(output_dir, functools.partial(_say, None))
         if found is None:
-            print(f"tunesmith: no intact checkpoint in {output_dir}; starting from scratch")
+            _say(None, f"no intact checkpoint in {output_dir}; starting from scratch")
+            runfolder.check_output_dir(output_dir, overwrite=True)  # a file, or not creatable
         return found
     folder = Path(cfg.resume)
     problem = checkpoint.verify(folder)
@@ -185,7 +188,7 @@ def train(cfg: Config) -> dict:
     progress = restore(run, resume_from) if resume_from else Progress()
     if run.data.task.evaluate_before_training and progress.step == 0:
         progress.before_training = run.evaluate(run.data.validation).scores
-        run.accelerator.print(f"tunesmith: before training: {_fmt(progress.before_training)}")
+        _say(run.accelerator, f"before training: {_fmt(progress.before_training)}")
     log = None
     if run.accelerator.is_main_process:
         log = tracking.MetricsLog(run.output_dir / "metrics.jsonl", keep_through_step=progress.step)
@@ -209,9 +212,10 @@ def build(cfg: Config, fresh: bool) -> Run:
     )
     sharded = [k for k in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{k}") == "true"]
     if sharded and accelerator.distributed_type == DistributedType.MULTI_CPU:
-        accelerator.print(
-            f"tunesmith: {sharded[0]} in Accelerate needs GPUs; these CPU processes run plain "
-            f"data parallel (DDP over gloo) instead"
+        _say(
+            accelerator,
+            f"{sharded[0]} in Accelerate needs GPUs; these CPU processes run plain "
+            f"data parallel (DDP over gloo) instead",
         )
     set_seed(t.seed)
     tokenizer = load_tokenizer(cfg.model)
@@ -234,14 +238,15 @@ def build(cfg: Config, fresh: bool) -> Run:
         frozen = ", ".join(parts) or "nothing"
     base = model.get_base_model() if cfg.lora.r else model  # peft's forward takes **kwargs
     if task.packs and "position_ids" not in inspect.signature(base.forward).parameters:
-        accelerator.print(
-            f"tunesmith: {type(base).__name__} takes no position_ids, so packed samples attend "
-            f"to each other; set lm.packing=false for exact per-sample attention"
+        _say(
+            accelerator,
+            f"{type(base).__name__} takes no position_ids, so packed samples attend "
+            f"to each other; set lm.packing=false for exact per-sample attention",
         )
     if accelerator.device.type == "cpu":
         use_fast_dropout(model)
     if accelerator.is_main_process and fresh:
-        checkpoint.prepare_output_dir(Path(cfg.output_dir), cfg.overwrite)
+        checkpoint.prepare_output_dir(Path(cfg.output_dir))
         save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     accelerator.wait_for_everyone()
     if t.report_to:  # event files in output_dir/tensorboard
@@ -280,17 +285,19 @@ def build(cfg: Config, fresh: bool) -> Run:
     )
     truncated = {k: v for k, v in prepared.summary["truncated_rows"].items() if v}
     if truncated:
-        accelerator.print(
-            f"tunesmith: rows cut to data.max_length={cfg.data.max_length} by truncation: "
-            f"{truncated}; raise data.max_length to keep more of each text"
+        _say(
+            accelerator,
+            f"rows cut to data.max_length={cfg.data.max_length} by truncation: "
+            f"{truncated}; raise data.max_length to keep more of each text",
         )
     engine = f" ({accelerator.distributed_type.value})" if accelerator.num_processes > 1 else ""
-    accelerator.print(
-        f"tunesmith: {task.describe()}, rows {prepared.summary['rows']}; "
+    _say(
+        accelerator,
+        f"{task.describe()}, rows {prepared.summary['rows']}; "
         f"precision {precision} ({precision_reason}); frozen: {frozen}; "
         f"micro-batch {batch} x {t.gradient_accumulation_steps} accumulation x "
         f"{accelerator.num_processes} process(es){engine}; "
-        f"{total_steps} optimizer steps"
+        f"{total_steps} optimizer steps",
     )
     eval_interval = t.eval_every_steps or math.ceil(steps_per_epoch / t.evals_per_epoch)
     return Run(
@@ -334,13 +341,14 @@ def restore(run: Run, folder: Path) -> Progress:
         run.accelerator.scaler.load_state_dict(scaler_state)
     progress = Progress(**state["progress"])
     changes = _config_changes(state["config"], config_to_dict(run.cfg))
-    run.accelerator.print(
-        f"tunesmith: resuming from {folder} at step {progress.step}"
+    _say(
+        run.accelerator,
+        f"resuming from {folder} at step {progress.step}"
         + (
             f"; the current config wins over the checkpoint's: {'; '.join(changes)}"
             if changes
             else ""
-        )
+        ),
     )
     return progress
 
@@ -451,7 +459,7 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> Evalua
                     final = evaluation if progress.best_step == progress.step else None
                     record["validation"] = evaluation.scores
                     if accelerator.is_main_process:
-                        bar.write(f"step {progress.step}: validation {_fmt(record['validation'])}")
+                        _say(None, f"step {progress.step}: validation {_fmt(record['validation'])}")
                     model.train()
                 if record and log is not None:
                     log.write(record)
@@ -602,6 +610,14 @@ def finish(
     for tracker in accelerator.trackers:  # closes the event files (end_training would also
         tracker.finish()  # tear down the process group, on the main process only)
     return result
+
+
+def _say(accelerator: Accelerator | None, message: str) -> None:
+    """A status line on stderr, from the main process: stdout carries only the run's result, so
+    `tunesmith train ... | jq` works."""
+    main = accelerator.is_main_process if accelerator else os.environ.get("RANK", "0") == "0"
+    if main:
+        tqdm.write(f"tunesmith: {message}", file=sys.stderr)  # above a progress bar, not through it
 
 
 def _fmt(scores: dict[str, float]) -> str:

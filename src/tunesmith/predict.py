@@ -18,10 +18,10 @@ from transformers import AutoTokenizer, DataCollatorWithPadding
 
 from tunesmith import data, hardware
 from tunesmith.batching import TokenBudgetBatchSampler, rank_passes
-from tunesmith.checkpoint import read_meta
 from tunesmith.config import LANGUAGE_MODEL_TASKS, DataConfig
 from tunesmith.errors import UserError
 from tunesmith.models import load_sequence_classifier
+from tunesmith.runfolder import read_meta, resolve_model_dir
 from tunesmith.tasks import LabelSpec, SequenceClassification
 from tunesmith.tasks.classification import encode_labels
 
@@ -71,16 +71,6 @@ def infer_logits(
     return np.asarray(indices, dtype=np.int64), (
         np.concatenate(outputs) if outputs else np.zeros((0, width), np.float32)
     )
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A model folder, or a run folder holding `model/`."""
-    path = Path(path).expanduser()
-    for folder in (path / "model", path):
-        # adapter_config.json: a LoRA adapter exported unmerged (lora.merge=false)
-        if any((folder / name).is_file() for name in ("config.json", "adapter_config.json")):
-            return folder
-    raise UserError(f"{path}: not a model folder (no config.json) nor a run folder (no model/)")
 
 
 def quantize_int8(model: torch.nn.Module) -> None:
@@ -135,19 +125,35 @@ class Predictor:
         )
         self.collate = DataCollatorWithPadding(self.tokenizer)
 
+    @property
+    def pair_columns(self) -> tuple[str, str] | None:
+        """The two text columns of a model trained on sentence pairs; None for single texts."""
+        text, pair = self.meta.get("text_column"), self.meta.get("text_pair_column")
+        return (text, pair) if text and pair else None
+
     def columns_for(self, ds: Dataset, source: str, need_label: bool) -> data.Columns:
-        """The text/pair/label columns the model was trained on, else detected ones."""
-        cfg = DataConfig(
-            text_column=self.meta.get("text_column"),
-            text_pair_column=self.meta.get("text_pair_column"),
-            label_column=self.meta.get("label_column"),
-        )
+        """The text/pair/label columns the model was trained on, else detected ones; a pair
+        model refuses data with one text column."""
+        text, pair = self.meta.get("text_column"), self.meta.get("text_pair_column")
+        single = "none" if text and not pair else None  # never detect a pair for it
+        cfg = DataConfig(text_column=text, text_pair_column=pair or single)
         names = set(ds.column_names)
-        if not {cfg.text_column, cfg.text_pair_column} - {None} <= names:
-            cfg = DataConfig()  # a file with other column names: detect them
-        if cfg.label_column not in names:
-            cfg.label_column = None
-        return data.detect_columns(ds, cfg, source, need_label=need_label)
+        if not {text, pair} - {None} <= names:
+            cfg = DataConfig(text_pair_column=single)  # a file with other column names: detect
+        label = self.meta.get("label_column")
+        cfg.label_column = label if label in names else None
+        try:
+            columns = data.detect_columns(ds, cfg, source, need_label=need_label)
+        except UserError:
+            if self.pair_columns is None:
+                raise
+            columns = None
+        if self.pair_columns and (columns is None or columns.text_pair is None):
+            raise UserError(
+                f"{source}: the model takes sentence pairs ({text} + {pair}) but the data has "
+                f"no second text column (columns: {', '.join(ds.column_names)}); add {pair}"
+            )
+        return columns
 
     def logits(self, ds: Dataset, columns: data.Columns) -> np.ndarray:
         """Logits for every row of `ds`, in input order."""
@@ -177,6 +183,33 @@ class Predictor:
     def predict_texts(self, texts: list[str], pairs: list[str] | None = None) -> list[dict]:
         rows = {"text": texts} if pairs is None else {"text": texts, "text_pair": pairs}
         return self.predict(Dataset.from_dict(rows))
+
+    def predict_lines(self, lines: list[str]) -> list[dict[str, Any]]:
+        """One record per line of text, in order, with its line number and text: a tab splits
+        a pair (as a pair model needs); a line with an empty text gets `label: null` and says
+        so, so records still join back to the input line by line."""
+        pairs = bool(self.pair_columns) or all("\t" in line for line in lines if line.strip())
+        parts = [line.split("\t", 1) if pairs else [line] for line in lines]
+        untabbed = [i + 1 for i, p in enumerate(parts) if len(p) == 1 and p[0].strip()]
+        if pairs and untabbed:
+            shown = ", ".join(map(str, untabbed[:10])) + (" ..." if len(untabbed) > 10 else "")
+            a, b = self.pair_columns or ("text", "text_pair")
+            raise UserError(
+                f"stdin: line(s) {shown} have no tab, but the model takes sentence pairs "
+                f"({a} + {b}); put a tab between the two texts"
+            )
+        records = [dict(zip(("text", "text_pair"), p, strict=False)) for p in parts]
+        filled = [i for i, p in enumerate(parts) if all(t.strip() for t in p)]
+        columns = {key: [records[i][key] for i in filled] for key in records[filled[0]]}
+        predictions = self.predict(Dataset.from_dict(columns), "stdin")
+        for i, prediction in zip(filled, predictions, strict=True):
+            records[i].update(prediction)
+        for record in records:
+            record.setdefault("label", None)
+            record.setdefault("scores", None)
+            if record["label"] is None:
+                record["error"] = "empty text: nothing to predict"
+        return [{"line": i + 1, **r} for i, r in enumerate(records)]
 
     def evaluate(self, ds: Dataset, source: str = "input") -> dict[str, float]:
         columns = self.columns_for(ds, source, need_label=True)

@@ -21,11 +21,11 @@ import numpy as np
 import yaml
 
 from tunesmith.errors import UserError
+from tunesmith.runfolder import CHECKPOINTS, STEP_PREFIX
 
 # torch, transformers, datasets, matplotlib and scikit-learn are imported inside the report's
 # functions: `tunesmith runs` only reads JSON files and should answer at once, not in 10 s.
 
-CHECKPOINTS, STEP_PREFIX = "checkpoints", "step-"  # as in checkpoint.py, which imports torch
 WORST_EXAMPLES = 10
 TOKEN_LENGTH_SAMPLE = 20_000  # training rows tokenized for the histogram: enough for its shape
 SHOWN_TEXT_CHARS = 400  # longer texts are cut in the examples table to keep it scannable

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tunesmith.errors import UserError
@@ -59,8 +59,17 @@ class PredictRequest(BaseModel):
     inputs: list[TextInput] = Field(
         min_length=1,
         max_length=MAX_INPUTS,
-        description=f"up to {MAX_INPUTS} inputs; a single input object is accepted too",
+        description=f"up to {MAX_INPUTS} inputs; a single input object is accepted too, and so "
+        f'is a body that is one input ({{"text": ...}})',
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def bare_input(cls, body: Any) -> Any:
+        # {"text": ...} alone is the most natural request for one text.
+        if isinstance(body, dict) and "inputs" not in body and "text" in body:
+            return {"inputs": [body]}
+        return body
 
     @field_validator("inputs", mode="before")
     @classmethod

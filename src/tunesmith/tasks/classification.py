@@ -7,6 +7,7 @@ cross-entropy, regression with one output and mean squared error (`problem_type=
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,28 @@ def _reject_empty_labels(values: list, column: str, source: str) -> None:
         )
 
 
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _reject_mixed_kinds(values: list, column: str, source: str) -> None:
+    """Numbers and names in one column (`0, 1, yes, 0.5`) are a slip, not four classes: a CSV
+    reader hands them all over as names, which would train on them silently."""
+    kinds: dict[str, list[int]] = {"numbers": [], "names": []}
+    for i, v in enumerate(values):
+        name = isinstance(v, str) and not NUMBER.fullmatch(v.strip())
+        kinds["names" if name else "numbers"].append(i)
+    if kinds["numbers"] and kinds["names"]:
+        parts = []
+        for kind, rows in sorted(kinds.items()):
+            distinct = list(dict.fromkeys(repr(values[i]) for i in rows))
+            shown = ", ".join(distinct[:4]) + (", ..." if len(distinct) > 4 else "")
+            parts.append(f"{kind} {shown} (rows {_rows(rows)})")
+        raise UserError(
+            f"{source}: column {column} mixes {' and '.join(parts)}; use one kind of label "
+            f"throughout"
+        )
+
+
 def infer_labels(
     ds: Dataset, column: str, task: str, label_names: list[str] | None, source: str
 ) -> LabelSpec:
@@ -67,10 +90,7 @@ def infer_labels(
             f"{source}: column {column} holds {sorted(k.__name__ for k in kinds)}; "
             f"labels must be numbers or names"
         )
-    if str in kinds and len(kinds) > 1:
-        raise UserError(
-            f"{source}: column {column} mixes label names and numbers; use one kind throughout"
-        )
+    _reject_mixed_kinds(values, column, source)
     if task == "regression":
         if str in kinds:
             raise UserError(f"{source}: task=regression needs numeric labels in column {column}")
