@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
-from sklearn import metrics as skm
+
+# scikit-learn and scipy are imported where a metric is computed: together ~1 s, which
+# `tunesmith predict` on one line (no metric at all) should not wait for.
 
 # Metrics where smaller is better; every other metric is maximised when picking the best model.
 LOWER_IS_BETTER = frozenset({"mse", "loss", "perplexity"})
@@ -25,6 +26,8 @@ class Evaluation:
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict:
     """Accuracy, F1 (binary on class 1 for two classes, macro otherwise) and MCC."""
+    from sklearn import metrics as skm
+
     average = "binary" if num_classes == 2 else "macro"
     return {
         "accuracy": float(skm.accuracy_score(labels, predictions)),
@@ -36,6 +39,9 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_clas
 
 def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
     """Pearson and Spearman correlations and mean squared error."""
+    from scipy import stats
+    from sklearn import metrics as skm
+
     constant = np.ptp(labels) == 0 or np.ptp(predictions) == 0  # correlation undefined
     return {
         "pearson": 0.0 if constant else float(stats.pearsonr(labels, predictions)[0]),

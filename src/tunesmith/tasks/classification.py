@@ -17,7 +17,7 @@ import torch
 from datasets import ClassLabel, Dataset, Value
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from tunesmith import metrics, tracking
+from tunesmith import metrics
 from tunesmith.data import Columns
 from tunesmith.errors import UserError
 from tunesmith.metrics import Evaluation
@@ -239,6 +239,8 @@ class SequenceClassification:
         return Evaluation(scores, bool(np.isfinite(logits).all()), logits)
 
     def plots(self, ds: Dataset, evaluation: Evaluation, output_dir: Path) -> None:
+        from tunesmith import tracking  # matplotlib: ~1 s that prediction never needs
+
         if self.labels.kind == "classification":
             tracking.plot_confusion_matrix(
                 np.asarray(ds["labels"]),

@@ -1,0 +1,36 @@
+"""Where benchmarks keep their figures: a Markdown file per benchmark in benchmarks/results/,
+headed by the command that made it and the machine it ran on (figures differ by CPU kind)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from tunesmith import hardware
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def header(title: str) -> list[str]:
+    """A result file's first lines: title, command, date and machine."""
+    machine = hardware.describe()
+    gpu = f", GPU {machine['gpu']}" if "gpu" in machine else ""
+    command = shlex.join(["python", *sys.argv])
+    return [
+        f"# {title}",
+        "",
+        f"`{command}`, {time.strftime('%Y-%m-%d')}.",
+        f"Machine: {machine['cpu']}, {machine['cpu_count']} threads, CPU flags "
+        f"{' '.join(machine['cpu_flags'])}{gpu}; torch {machine['torch']}.",
+        "",
+    ]
+
+
+def write(name: str, lines: list[str]) -> Path:
+    """benchmarks/results/NAME.md, replaced whole."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
