@@ -10,7 +10,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 
 from tunesmith.cli import main
 from tunesmith.data import read_table
-from tunesmith.predict import Predictor, infer_logits
+from tunesmith.inference import infer_logits
+from tunesmith.predict import Predictor
 
 
 def test_two_processes_take_equal_steps_and_match_single_process_metrics(

@@ -243,7 +243,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
-    from tunesmith.report import find_runs, format_runs
+    from tunesmith.runfolder import find_runs, format_runs
 
     lines = format_runs(find_runs(args.dir))
     print("\n".join(lines) if lines else f"no runs in {args.dir}")

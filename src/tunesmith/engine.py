@@ -30,11 +30,11 @@ from tunesmith import checkpoint, hardware, metrics, runfolder, tracking
 from tunesmith.batching import TokenBudgetBatchSampler, padding_share
 from tunesmith.config import Config, TrainConfig, config_to_dict, save_config
 from tunesmith.errors import Interrupted, UserError
+from tunesmith.inference import model_inputs
 from tunesmith.kernels import use_fast_dropout
 from tunesmith.metrics import Evaluation
 from tunesmith.models import add_lora, freeze, layer_count, load_tokenizer
 from tunesmith.optim import build_optimizer, build_scheduler
-from tunesmith.predict import model_inputs
 from tunesmith.preprocess import PreparedData, prepare_data
 from tunesmith.tasks import Task
 

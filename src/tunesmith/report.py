@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from tunesmith.errors import UserError
-from tunesmith.runfolder import CHECKPOINTS, STEP_PREFIX
+from tunesmith.runfolder import CONFIG, METRICS, METRICS_LOG, read_log
 
 # torch, transformers, datasets, matplotlib and scikit-learn are imported inside the report's
 # functions: `tunesmith runs` only reads JSON files and should answer at once, not in 10 s.
@@ -39,99 +39,6 @@ SECTIONS = {
 }
 
 
-# ---- tunesmith runs ----
-
-
-@dataclass(frozen=True)
-class RunEntry:
-    """A run folder: finished (metrics.json) or unfinished (a log or checkpoints only)."""
-
-    path: Path
-    modified: float  # metrics.json's mtime when finished, else the newest log/checkpoint mtime
-    metrics: dict | None  # None for unfinished runs and unreadable metrics.json
-    last_step: int = 0  # unfinished runs: the newest logged or checkpointed step
-
-    @property
-    def finished(self) -> bool:
-        return (self.path / "metrics.json").is_file()
-
-
-def find_runs(directory: str | Path = "runs") -> list[RunEntry]:
-    """DIR itself and its direct subfolders that hold a run, newest first."""
-    directory = Path(directory).expanduser()
-    if not directory.is_dir():
-        raise UserError(f"{directory}: no such folder")
-    candidates = [directory, *sorted(p for p in directory.iterdir() if p.is_dir())]
-    entries = [entry for entry in map(_run_entry, candidates) if entry is not None]
-    return sorted(entries, key=lambda e: e.modified, reverse=True)
-
-
-def _run_entry(path: Path) -> RunEntry | None:
-    metrics_path = path / "metrics.json"
-    if metrics_path.is_file():
-        try:
-            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            metrics = None
-        return RunEntry(path, metrics_path.stat().st_mtime, metrics)
-    log, checkpoints = path / "metrics.jsonl", path / CHECKPOINTS
-    if not (log.is_file() or checkpoints.is_dir()):
-        return None
-    steps = [r["step"] for r in read_log(log) if isinstance(r.get("step"), int)]
-    touched = [p.stat().st_mtime for p in (log, checkpoints) if p.exists()]
-    if checkpoints.is_dir():
-        for folder in checkpoints.iterdir():
-            if folder.name.startswith(STEP_PREFIX) and folder.name[len(STEP_PREFIX) :].isdigit():
-                steps.append(int(folder.name[len(STEP_PREFIX) :]))
-                touched.append(folder.stat().st_mtime)
-    return RunEntry(path, max(touched), None, max(steps, default=0))
-
-
-def read_log(path: Path) -> list[dict]:
-    """metrics.jsonl's records; a line cut short by a crash is skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
-def format_runs(entries: list[RunEntry]) -> list[str]:
-    """One aligned line per run: path, task, best metric, test, steps, finish time."""
-    rows = []
-    for e in entries:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.modified))
-        if not e.finished:
-            rows.append([str(e.path), f"unfinished (last step {e.last_step})", "", "", "", when])
-        elif e.metrics is None:
-            rows.append([str(e.path), "unreadable metrics.json", "", "", "", when])
-        else:
-            m = e.metrics
-            metric = m.get("metric_for_best", "")
-            value = m.get("validation", {}).get(metric)
-            test = m.get("test", {}).get(metric)
-            rows.append(
-                [
-                    str(e.path),
-                    m.get("data", {}).get("task", ""),
-                    f"{metric}={value:.4f}" if value is not None else metric,
-                    f"test={test:.4f}" if test is not None else "",
-                    f"{m.get('train', {}).get('optimizer_steps', '?')} steps",
-                    when,
-                ]
-            )
-    widths = [max((len(row[i]) for row in rows), default=0) for i in range(6)]
-    return [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-
-
 # ---- tunesmith report ----
 
 
@@ -147,12 +54,12 @@ def load_run(path: str | Path) -> Run:
     path = Path(path).expanduser()
     if not path.is_dir():
         raise UserError(f"{path}: no such folder")
-    if not (path / "metrics.json").is_file():
+    if not (path / METRICS).is_file():
         raise UserError(f"{path}: not a finished run (no metrics.json)")
-    metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-    config_path = path / "config.yaml"
+    metrics = json.loads((path / METRICS).read_text(encoding="utf-8"))
+    config_path = path / CONFIG
     config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
-    return Run(path, metrics, read_log(path / "metrics.jsonl"), config or {})
+    return Run(path, metrics, read_log(path / METRICS_LOG), config or {})
 
 
 @dataclass
@@ -264,7 +171,7 @@ def _summary(run: Run) -> str:
     baselines = m.get("baseline") or {}
     baseline = baselines.get("majority_class") or {}
     before = baselines.get("before_training") or {}
-    finished = time.localtime((run.path / "metrics.json").stat().st_mtime)
+    finished = time.localtime((run.path / METRICS).stat().st_mtime)
 
     def score(value: float | None) -> str | None:
         return None if value is None else f"{value:.4f}"

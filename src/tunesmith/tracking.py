@@ -14,6 +14,8 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay
 
+from tunesmith.runfolder import read_log
+
 
 class MetricsLog:
     """Appends one JSON object per logged optimizer step to `metrics.jsonl`.
@@ -25,14 +27,9 @@ class MetricsLog:
     def __init__(self, path: Path, keep_through_step: int = 0) -> None:
         self.path = path
         self.records: list[dict] = []
-        if keep_through_step and path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by the interruption
-                    continue
-                if record.get("step", 0) <= keep_through_step:
-                    self.records.append(record)
+        if keep_through_step:
+            kept = read_log(path)  # without a line the interruption cut short
+            self.records = [r for r in kept if r.get("step", 0) <= keep_through_step]
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records), encoding="utf-8")
         os.replace(tmp, path)

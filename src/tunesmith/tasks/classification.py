@@ -20,6 +20,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from tunesmith import metrics
 from tunesmith.data import Columns
 from tunesmith.errors import UserError
+from tunesmith.inference import infer_logits
 from tunesmith.metrics import Evaluation
 from tunesmith.models import load_sequence_classifier
 
@@ -224,8 +225,6 @@ class SequenceClassification:
         autocast: Any,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(row indices, logits) of this rank's share of the length-sorted batches."""
-        from tunesmith.predict import infer_logits
-
         return infer_logits(model, ds, collate, max_tokens, rank, world_size, autocast)
 
     def combine(self, shares: list[tuple[np.ndarray, np.ndarray]], ds: Dataset) -> Evaluation:

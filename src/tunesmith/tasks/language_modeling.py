@@ -32,6 +32,7 @@ from tunesmith.batching import TokenBudgetBatchSampler, rank_passes
 from tunesmith.config import LanguageModelConfig
 from tunesmith.data import TEXT_COLUMNS, Columns
 from tunesmith.errors import UserError
+from tunesmith.inference import model_inputs
 from tunesmith.metrics import Evaluation, language_model_metrics
 
 IGNORE = -100  # the label that cross-entropy in transformers skips
@@ -172,8 +173,6 @@ class LanguageModeling:
         autocast: Any,
     ) -> tuple[float, int]:
         """(sum of the loss over predicted tokens, their count) for this rank's batches."""
-        from tunesmith.predict import model_inputs
-
         vocab = model.config.get_text_config().vocab_size
         lengths = ds["length"]
         budget = max(max(lengths, default=1), min(max_tokens, EVAL_LOGIT_FLOATS // vocab))
