@@ -386,7 +386,6 @@ def assert_typed(obj) -> None:
             assert type(value) is tp, (f.name, value)
 
 
-@PROPERTY
 def config_or_one_error(load, error_prefix: str = "") -> None:
     """`load()` gives a well-typed Config or raises one UserError line; both are counted."""
     try:
@@ -399,6 +398,7 @@ def config_or_one_error(load, error_prefix: str = "") -> None:
     assert_typed(cfg)
 
 
+@PROPERTY
 @given(overrides=OVERRIDES)
 def test_any_overrides_give_a_config_or_one_user_error(overrides):
     config_or_one_error(lambda: load_config(None, overrides))

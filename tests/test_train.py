@@ -40,10 +40,21 @@ def run_train(model: Path, train: Path, validation: Path | None, out: Path, *ext
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_train_writes_a_complete_run_folder(tiny_model, sentiment_csv, tmp_path):
-    train, validation = sentiment_csv
-    out = tmp_path / "run"
-    result = run_train(tiny_model, train, validation, out, *LEARN)
+@pytest.fixture(scope="module")
+def learned(tiny_model, tmp_path_factory) -> tuple[Path, Path, dict]:
+    """(validation file, run folder, metrics) of one LEARN run, which several tests read."""
+    root = tmp_path_factory.mktemp("learned")
+    train = write_csv(root / "train.csv", sentiment_rows(240, seed=1))
+    validation = write_csv(root / "validation.csv", sentiment_rows(60, seed=2))
+    with pytest.MonkeyPatch.context() as mp:  # module scope: conftest's autouse caches not yet set
+        mp.setenv("HF_DATASETS_CACHE", str(root / "caches" / "datasets"))
+        mp.setenv("TUNESMITH_CACHE_DIR", str(root / "caches" / "tunesmith"))
+        result = run_train(tiny_model, train, validation, root / "run", *LEARN)
+    return validation, root / "run", result
+
+
+def test_train_writes_a_complete_run_folder(learned):
+    _, out, result = learned
 
     assert {
         "model",
@@ -68,12 +79,8 @@ def test_train_writes_a_complete_run_folder(tiny_model, sentiment_csv, tmp_path)
 
 
 @pytest.mark.bf16
-def test_exported_model_agrees_with_pipeline_and_predict(
-    tiny_model, sentiment_csv, tmp_path, capsys
-):
-    train, validation = sentiment_csv
-    out = tmp_path / "run"
-    result = run_train(tiny_model, train, validation, out, *LEARN)
+def test_exported_model_agrees_with_pipeline_and_predict(learned, tmp_path, capsys):
+    validation, out, result = learned
 
     preds = tmp_path / "preds.jsonl"
     assert main(["predict", str(out), "--data", str(validation), "--out", str(preds)]) == 0

@@ -426,10 +426,18 @@ def _relative_to(values: dict[str, Any], folder: Path) -> dict[str, Any]:
     where the command runs."""
 
     def rebase(value: Any, must_exist: bool) -> Any:
-        if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+        if not isinstance(value, str) or not value or value.startswith("~"):
+            return value
+        if Path(value).is_absolute():
             return value
         joined = folder / value
-        return str(joined) if joined.exists() or not must_exist else value
+        if not must_exist:
+            return str(joined)
+        try:
+            found = joined.exists()
+        except (OSError, ValueError):  # a name no file system holds (too long, a NUL): no path
+            found = False
+        return str(joined) if found else value
 
     values = dict(values)
     if "model" in values:  # a Hub id or builtin: name stays as it is
