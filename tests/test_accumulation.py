@@ -1,0 +1,101 @@
+"""Gradient accumulation: micro-batches weighted by their loss items, so a window of unequal
+micro-batches updates like one batch of all their rows; and a non-finite loss on one process
+handled by all of them together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from conftest import sentiment_rows
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    BertTokenizerFast,
+    DataCollatorWithPadding,
+    GPT2Config,
+    GPT2LMHeadModel,
+)
+
+from tunesmith import engine
+from tunesmith.config import LanguageModelConfig
+from tunesmith.data import Columns
+from tunesmith.tasks import LabelSpec, LanguageModeling, SequenceClassification
+from tunesmith.tasks.language_modeling import IGNORE
+
+
+def classification_case(tiny_model: Path):
+    tokenizer = BertTokenizerFast.from_pretrained(tiny_model)
+    rows = sentiment_rows(8, seed=5)
+    batch = DataCollatorWithPadding(tokenizer)(
+        [{**tokenizer(r["text"]), "labels": int(r["label"] == "positive")} for r in rows]
+    )
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    task = SequenceClassification(
+        Columns("text", None, "label"), LabelSpec("classification", ("negative", "positive"))
+    )
+    return model, task, batch
+
+
+def masked_lm_case(tiny_model: Path):
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, 30, (8, 12), generator=generator)
+    labels = torch.full_like(input_ids, IGNORE)
+    for row in range(8):  # 1, 2, ... predicted tokens: the rows weigh differently
+        labels[row, : row + 1] = input_ids[row, : row + 1]
+        input_ids[row, : row + 1] = 4  # [MASK]
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+    task = LanguageModeling("masked-lm", Columns("text", None, None), LanguageModelConfig())
+    return AutoModelForMaskedLM.from_pretrained(tiny_model), task, batch
+
+
+def causal_lm_case(tiny_model: Path):
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=40, n_embd=32, n_layer=2, n_head=2, n_positions=32)
+    model = GPT2LMHeadModel(config)
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(0, 40, (8, 10), generator=generator)
+    labels = input_ids.clone()
+    # Prompts (not learned) of 0 tokens in the first micro-batch, 8 down to 4 in the second: the
+    # first token, never predicted, counts in one micro-batch and not in the other.
+    for row in range(3, 8):
+        labels[row, : 11 - row] = IGNORE
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+    task = LanguageModeling("causal-lm", Columns("text", None, None), LanguageModelConfig())
+    return model, task, batch
+
+
+@pytest.mark.parametrize("case", [classification_case, masked_lm_case, causal_lm_case])
+def test_unequal_micro_batches_give_the_gradient_of_one_batch(case, tiny_model):
+    AcceleratorState._reset_state()
+    accelerator = Accelerator(cpu=True)
+    model, task, batch = case(tiny_model)
+    model.float().eval()  # no dropout: the two windows see the same function
+
+    def window_gradients(window: list[dict]) -> tuple[float, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        loss, nonfinite = engine.accumulate_window(accelerator, model, task, window)
+        assert nonfinite is None
+        return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    whole_loss, whole = window_gradients([batch])
+    parts = [{k: v[:3] for k, v in batch.items()}, {k: v[3:] for k, v in batch.items()}]
+    split_loss, split = window_gradients(parts)
+    assert split_loss == pytest.approx(whole_loss, abs=1e-6)
+    assert whole.keys() == split.keys() and whole
+    for name, grad in whole.items():
+        torch.testing.assert_close(split[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_loss_items_are_what_each_task_averages_over(tiny_model):
+    labels = torch.tensor([[IGNORE, 5, 6, IGNORE], [7, IGNORE, IGNORE, IGNORE]])
+    settings = LanguageModelConfig()
+    masked = LanguageModeling("masked-lm", Columns("text", None, None), settings)
+    causal = LanguageModeling("causal-lm", Columns("text", None, None), settings)
+    assert masked.loss_items({"labels": labels}) == 3
+    assert causal.loss_items({"labels": labels}) == 2  # the first token is never predicted
+    _, classifier, batch = classification_case(tiny_model)
+    assert classifier.loss_items(batch) == 8
