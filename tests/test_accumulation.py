@@ -4,6 +4,12 @@ handled by all of them together."""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +105,114 @@ def test_loss_items_are_what_each_task_averages_over(tiny_model):
     assert causal.loss_items({"labels": labels}) == 2  # the first token is never predicted
     _, classifier, batch = classification_case(tiny_model)
     assert classifier.loss_items(batch) == 8
+
+
+# ---- a non-finite loss on one of two processes (gloo) ----
+
+# Runs `tunesmith train` with rank 1's Nth training loss turned into NaN.
+WORKER = """
+import os, sys
+from transformers import BertForSequenceClassification
+from tunesmith.cli import main
+
+forward = BertForSequenceClassification.forward
+calls = [0]
+
+def patched(self, *args, **kwargs):
+    out = forward(self, *args, **kwargs)
+    if self.training and os.environ["RANK"] == "1":
+        calls[0] += 1
+        if calls[0] == int(os.environ["NAN_ON_CALL"]):
+            out.loss = out.loss * float("nan")
+    return out
+
+BertForSequenceClassification.forward = patched
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_two_processes(
+    tiny_model: Path, data: tuple[Path, Path], tmp_path: Path, nan_on_call: int, *settings: str
+) -> tuple[list[int], list[str], Path]:
+    """(exit codes, stderr texts, output_dir) of rank 0 and 1, started here as torchrun would."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    out = tmp_path / "run"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    train, validation = data
+    args = [
+        "train",
+        f"model={tiny_model}",
+        f"data.train={train}",
+        f"data.validation={validation}",
+        f"output_dir={out}",
+        "train.micro_batch_size=16",
+        "train.max_steps=6",
+        "train.eval_every_steps=6",
+        "train.logging_steps=1",
+        *settings,
+    ]
+    procs, logs = [], []
+    for rank in range(2):
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+            "NAN_ON_CALL": str(nan_on_call),
+        }
+        logs.append((tmp_path / f"rank{rank}.err").open("w"))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), *args],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=logs[-1],
+            )
+        )
+    try:
+        codes = [proc.wait(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:  # a hang: the test fails, the processes do not outlive it
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for log in logs:
+            log.close()
+    errors = [(tmp_path / f"rank{rank}.err").read_text() for rank in range(2)]
+    return codes, errors, out
+
+
+def test_nan_on_one_process_stops_every_process(tiny_model, sentiment_csv, tmp_path):
+    codes, errors, out = run_two_processes(tiny_model, sentiment_csv, tmp_path, 3)
+    assert codes == [2, 2], errors
+    assert "loss is nan at optimizer step 3" in errors[1] and "training rows" in errors[1]
+    assert "non-finite on another process at optimizer step 3" in errors[0], errors[0]
+    assert not (out / "metrics.json").exists()
+
+
+def test_nan_on_one_process_skips_the_step_on_every_process(tiny_model, sentiment_csv, tmp_path):
+    # Two micro-batches per step: rank 1's 4th is the last of step 2's, whose backward would
+    # all-reduce the gradients.
+    codes, errors, out = run_two_processes(
+        tiny_model,
+        sentiment_csv,
+        tmp_path,
+        4,
+        "train.gradient_accumulation_steps=2",
+        "train.on_nonfinite_loss=skip",
+    )
+    assert codes == [0, 0], errors
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["train"]["steps_per_process"] == [6, 6]
+    assert result["train"]["skipped_nonfinite_steps"] == 1
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == list(range(1, 7))
+    # Step 2 was skipped: its logged loss is NaN, every other step's is finite.
+    assert [math.isnan(r["loss"]) for r in logged] == [False, True, False, False, False, False]
