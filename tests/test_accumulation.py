@@ -107,10 +107,83 @@ def test_loss_items_are_what_each_task_averages_over(tiny_model):
     assert classifier.loss_items(batch) == 8
 
 
-# ---- a non-finite loss on one of two processes (gloo) ----
+# ---- two processes on gloo, started here as torchrun would ----
 
-# Runs `tunesmith train` with rank 1's Nth training loss turned into NaN.
-WORKER = """
+
+def two_processes(
+    tmp_path: Path, script: str, args: list[str], **env: str
+) -> tuple[list[int], list[str]]:
+    """(exit codes, stderr texts) of `script` run as rank 0 and rank 1."""
+    path = tmp_path / "worker.py"
+    path.write_text(script)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs, logs = [], [tmp_path / f"rank{rank}.err" for rank in range(2)]
+    for rank in range(2):
+        ranks = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}
+        rendezvous = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        with logs[rank].open("w") as log:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(path), *args],
+                    env={**os.environ, **ranks, "LOCAL_WORLD_SIZE": "2", **rendezvous, **env},
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
+            )
+    try:
+        codes = [proc.wait(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:  # a hang fails the test, and the processes do not outlive it
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return codes, [log.read_text() for log in logs]
+
+
+# Rank 0 accumulates rows 0-2 and 3, rank 1 rows 4 and 5-7; each writes its largest distance
+# from the gradient of one batch of all 8 rows on one process.
+GRADIENT_WORKER = """
+import json, os, sys
+import torch
+from accelerate import Accelerator
+from tunesmith import engine
+
+sys.path.insert(0, sys.argv[2])
+from test_accumulation import classification_case
+
+accelerator = Accelerator(cpu=True)
+model, task, batch = classification_case(sys.argv[1])
+ddp = accelerator.prepare(model).eval()  # every rank now holds rank 0's weights
+single = type(model)(model.config).eval()
+single.load_state_dict(ddp.module.state_dict())
+single(**batch).loss.backward()
+cuts = [(0, 3), (3, 4)] if accelerator.process_index == 0 else [(4, 5), (5, 8)]
+window = [{k: v[a:b] for k, v in batch.items()} for a, b in cuts]
+loss, nonfinite = engine.accumulate_window(accelerator, ddp, task, window)
+distance = max(
+    (p.grad - q.grad).abs().max().item()
+    for p, q in zip(ddp.module.parameters(), single.parameters(), strict=True)
+    if q.grad is not None
+)
+result = {"distance": distance, "loss": loss, "single": single(**batch).loss.item()}
+print(json.dumps(result), file=sys.stderr)
+"""
+
+
+def test_two_processes_accumulate_the_gradient_of_one_batch(tiny_model, tmp_path):
+    tests = str(Path(__file__).parent)
+    codes, errors = two_processes(tmp_path, GRADIENT_WORKER, [str(tiny_model), tests])
+    assert codes == [0, 0], errors
+    for text in errors:
+        result = json.loads(next(ln for ln in text.splitlines() if ln.startswith('{"distance"')))
+        assert result["distance"] < 1e-6
+        assert result["loss"] == pytest.approx(result["single"], abs=1e-6)
+
+
+# `tunesmith train` with rank 1's Nth training loss turned into NaN.
+NAN_WORKER = """
 import os, sys
 from transformers import BertForSequenceClassification
 from tunesmith.cli import main
@@ -134,14 +207,9 @@ sys.exit(main(sys.argv[1:]))
 def run_two_processes(
     tiny_model: Path, data: tuple[Path, Path], tmp_path: Path, nan_on_call: int, *settings: str
 ) -> tuple[list[int], list[str], Path]:
-    """(exit codes, stderr texts, output_dir) of rank 0 and 1, started here as torchrun would."""
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    out = tmp_path / "run"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    """(exit codes, stderr texts, output_dir) of a 6-step run in 2 processes."""
     train, validation = data
+    out = tmp_path / "run"
     args = [
         "train",
         f"model={tiny_model}",
@@ -154,38 +222,7 @@ def run_two_processes(
         "train.logging_steps=1",
         *settings,
     ]
-    procs, logs = [], []
-    for rank in range(2):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": "2",
-            "LOCAL_WORLD_SIZE": "2",
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-            "NAN_ON_CALL": str(nan_on_call),
-        }
-        logs.append((tmp_path / f"rank{rank}.err").open("w"))
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(script), *args],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=logs[-1],
-            )
-        )
-    try:
-        codes = [proc.wait(timeout=120) for proc in procs]
-    finally:
-        for proc in procs:  # a hang: the test fails, the processes do not outlive it
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        for log in logs:
-            log.close()
-    errors = [(tmp_path / f"rank{rank}.err").read_text() for rank in range(2)]
+    codes, errors = two_processes(tmp_path, NAN_WORKER, args, NAN_ON_CALL=str(nan_on_call))
     return codes, errors, out
 
 
