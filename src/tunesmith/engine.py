@@ -483,8 +483,8 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> Evalua
 
 def _windows(run: Run, size: int) -> Iterator[tuple[list[dict[str, torch.Tensor]], bool]]:
     """(micro-batches of one optimizer step, whether they end the epoch): `size` of them, or
-    fewer at the epoch's end. Read while the loader still holds its last batch, which is when
-    Accelerate's end-of-data flag is set."""
+    fewer at the epoch's end. Accelerate's end-of-data flag is read right after each batch: it
+    is set as the last one is handed out, and gone once the loader is exhausted."""
     window: list[dict[str, torch.Tensor]] = []
     for batch in run.train_loader:
         window.append(batch)
