@@ -182,7 +182,7 @@ def test_nonfinite_loss_skipped_when_asked(
     args = [*train_args(tiny_model, sentiment_csv, out), "train.on_nonfinite_loss=skip"]
     assert main(args) == 0
     result = json.loads((out / "metrics.json").read_text())
-    assert result["train"]["skipped_nonfinite_micro_batches"] == 1
+    assert result["train"]["skipped_nonfinite_steps"] == 1
     assert result["train"]["optimizer_steps"] == 60
 
 

@@ -4,6 +4,7 @@ plain PyTorch loop on Accelerate. The same code runs on one CPU, one GPU or many
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -12,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,7 @@ class Progress:
     samples: int = 0
     real_tokens: int = 0
     train_seconds: float = 0.0
-    skipped_nonfinite: int = 0
+    skipped_nonfinite: int = 0  # optimizer steps skipped for a NaN/inf loss on some process
     before_training: dict | None = None  # validation scores of the pretrained weights (LMs)
 
 
@@ -207,7 +208,8 @@ def build(cfg: Config, fresh: bool) -> Run:
         # cpu=True is what lets Accelerate see a torchrun/accelerate launch on CPUs (gloo).
         cpu=not torch.cuda.is_available(),
         mixed_precision="no" if precision == "fp32" else precision,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        # No gradient_accumulation_steps: accumulate_window groups micro-batches into steps and
+        # weights them itself, so Accelerate's backward must not divide the loss again.
         **({"log_with": t.report_to, "project_dir": cfg.output_dir} if t.report_to else {}),
     )
     sharded = [k for k in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{k}") == "true"]
@@ -392,7 +394,7 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> Evalua
     was the best and no step followed it: the exported model's, which finish need not redo."""
     t, accelerator, model, optimizer = run.cfg.train, run.accelerator, run.model, run.optimizer
     every = run.cfg.checkpoint.every_steps
-    running_loss, running_micro, done = 0.0, 0, False
+    running_loss, running_steps, done = 0.0, 0, False
     final: Evaluation | None = None
     bar = tqdm(
         total=run.total_steps,
@@ -409,31 +411,28 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> Evalua
             run.sampler.skip_batches(progress.micro_in_epoch * accelerator.num_processes)
             model.train()
             tick = time.perf_counter()
-            for batch in run.train_loader:
-                with accelerator.accumulate(model):
-                    loss = model(**batch).loss
-                    if torch.isfinite(loss):
-                        accelerator.backward(loss)
-                        running_loss += loss.item()
-                    elif t.on_nonfinite_loss == "skip":
-                        progress.skipped_nonfinite += 1
-                    else:
-                        raise UserError(_nonfinite_message(loss, progress, run))
-                    if accelerator.sync_gradients and t.max_grad_norm > 0:
+            for window, end_of_epoch in _windows(run, t.gradient_accumulation_steps):
+                loss, nonfinite = accumulate_window(accelerator, model, run.data.task, window)
+                if nonfinite is None:
+                    if t.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
                     optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                running_micro += 1
-                progress.micro_in_epoch += 1
-                samples, real_tokens = _sizes(batch)
-                progress.samples += samples
-                progress.real_tokens += real_tokens
-                if not accelerator.sync_gradients:
-                    continue
+                    running_loss, running_steps = running_loss + loss, running_steps + 1
+                elif t.on_nonfinite_loss == "skip":
+                    # Every process drops this update (no optimizer.step); the schedule and the
+                    # step count go on, so evaluations, checkpoints and the end stay as planned.
+                    progress.skipped_nonfinite += 1
+                else:  # on every process, so none is left waiting in a collective
+                    raise UserError(_nonfinite_message(nonfinite, progress, run))
+                optimizer.zero_grad(set_to_none=True)
+                progress.micro_in_epoch += len(window)
+                for batch in window:
+                    samples, real_tokens = _sizes(batch)
+                    progress.samples += samples
+                    progress.real_tokens += real_tokens
                 run.scheduler.step()
                 progress.step += 1
                 bar.update(1)
-                end_of_epoch = accelerator.gradient_state.end_of_dataloader
                 if end_of_epoch:
                     progress.epoch, progress.micro_in_epoch = progress.epoch + 1, 0
                 last_step = progress.step == run.total_steps
@@ -443,13 +442,15 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> Evalua
                     record = {
                         "step": progress.step,
                         "epoch": round(progress.step / run.steps_per_epoch, 4),
-                        "loss": running_loss / max(running_micro, 1),
+                        # The mean of the steps' losses since the last record (NaN when all
+                        # were skipped); each step's is the mean over its window's loss items.
+                        "loss": running_loss / running_steps if running_steps else math.nan,
                         "learning_rate": run.scheduler.get_last_lr()[0],
                     }
                     bar.set_postfix(
                         loss=f"{record['loss']:.4f}", lr=f"{record['learning_rate']:.2e}"
                     )
-                    running_loss, running_micro = 0.0, 0
+                    running_loss, running_steps = 0.0, 0
                 progress.train_seconds += (
                     time.perf_counter() - tick
                 )  # evaluation and saving excluded
@@ -488,6 +489,82 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> Evalua
     return final
 
 
+def _windows(run: Run, size: int) -> Iterator[tuple[list[dict[str, torch.Tensor]], bool]]:
+    """(micro-batches of one optimizer step, whether they end the epoch): `size` of them, or
+    fewer at the epoch's end. Accelerate's end-of-data flag is read right after each batch: it
+    is set as the last one is handed out, and gone once the loader is exhausted."""
+    window: list[dict[str, torch.Tensor]] = []
+    for batch in run.train_loader:
+        window.append(batch)
+        end_of_epoch = run.accelerator.gradient_state.end_of_dataloader
+        if len(window) == size or end_of_epoch:
+            yield window, end_of_epoch
+            window = []
+
+
+@dataclass
+class NonFinite:
+    """The first micro-batch of a window whose loss was NaN/inf on at least one process."""
+
+    micro_batch: int  # its index in the window
+    loss: float | None  # this process's loss; None when only another process's was non-finite
+
+
+def accumulate_window(
+    accelerator: Accelerator, model: torch.nn.Module, task: Task, window: list[dict]
+) -> tuple[float, NonFinite | None]:
+    """Forward and backward each micro-batch of one optimizer step, leaving the step's gradient
+    in `.grad`. Each micro-batch's mean loss is weighted by its share of the loss items (rows,
+    predicted tokens) of the whole window on all processes, so the gradient is the one a single
+    batch of all those rows would give, however unequal the micro-batches. Returns the window's
+    loss (the mean over those items) and None; or, when a loss was NaN/inf on any process, NaN
+    and where: every process stops at that micro-batch, and the caller drops the gradients."""
+    items = [task.loss_items(batch) for batch in window]
+    total = max(_summed(accelerator, sum(items))[0], 1)
+    window_loss = 0.0
+    for i, (batch, count) in enumerate(zip(window, items, strict=True)):
+        last = i == len(window) - 1
+        # Gradients stay on this process until the window's last backward all-reduces them.
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            loss = model(**batch).loss
+            if count == 0:  # nothing predicted here: the mean is 0/0, and the weight 0 anyway
+                loss = _zero_loss(model)
+            # One all-reduce: how many processes saw a NaN/inf loss (all must then take the same
+            # path), and the processes' shares of the window's loss.
+            bad, share = _summed(
+                accelerator, float(not torch.isfinite(loss)), loss.item() * (count / total)
+            )
+            if bad:
+                if last and accelerator.num_processes > 1:
+                    # This forward, outside no_sync, armed DDP for a gradient all-reduce in the
+                    # next backward; left armed, the next window's first backward, meant to stay
+                    # local, would all-reduce instead. A backward through the NaN graph would
+                    # spread NaN to every process's gradients, so all run this one instead: a
+                    # zero gradient for every trainable parameter, whose hooks then complete the
+                    # all-reduce on every process at once. The caller drops these gradients.
+                    accelerator.backward(_zero_loss(model))
+                return math.nan, NonFinite(i, None if torch.isfinite(loss) else loss.item())
+            # DDP averages the processes' gradients: times num_processes makes that a sum.
+            # Exactly 1 for one micro-batch on one process, which then runs as it always did.
+            weight = count * accelerator.num_processes / total
+            accelerator.backward(loss if weight == 1 else loss * weight)
+            window_loss += share
+    return window_loss, None
+
+
+def _zero_loss(model: torch.nn.Module) -> torch.Tensor:
+    """0, with a backward that reaches every trainable parameter (and its DDP hook)."""
+    return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+
+
+def _summed(accelerator: Accelerator, *values: float) -> list[float]:
+    """`values` summed over the processes: one small all-reduce, none on a single process."""
+    if accelerator.num_processes == 1:
+        return list(values)
+    sums = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    return accelerator.reduce(sums, reduction="sum").tolist()
+
+
 def _sizes(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
     """(samples, real tokens) of a micro-batch; a packed one is a single unpadded row in which
     each sample's position ids start again at 0."""
@@ -505,10 +582,7 @@ def _target_reached(run: Run, progress: Progress) -> bool:
 
 def _agreed(accelerator: Accelerator, signum: int) -> bool:
     """Whether any process was asked to stop; all must leave at the same step or DDP hangs."""
-    if accelerator.num_processes == 1:
-        return bool(signum)
-    flag = torch.tensor([float(bool(signum))], device=accelerator.device)
-    return bool(accelerator.reduce(flag, reduction="sum").item())
+    return bool(_summed(accelerator, float(bool(signum)))[0])
 
 
 def _out_of_memory_message(run: Run, progress: Progress) -> str:
@@ -526,14 +600,20 @@ def _out_of_memory_message(run: Run, progress: Progress) -> str:
     )
 
 
-def _nonfinite_message(loss: torch.Tensor, progress: Progress, run: Run) -> str:
+def _nonfinite_message(nonfinite: NonFinite, progress: Progress, run: Run) -> str:
     accelerator = run.accelerator
-    position = progress.micro_in_epoch * accelerator.num_processes + accelerator.process_index
+    micro = progress.micro_in_epoch + nonfinite.micro_batch
+    where = f"at optimizer step {progress.step + 1} (epoch {progress.epoch}, micro-batch {micro}"
+    if nonfinite.loss is None:
+        return (
+            f"the loss was non-finite on another process {where}); that process's error names "
+            f"the training rows; lower train.learning_rate or set train.on_nonfinite_loss=skip"
+        )
+    position = micro * accelerator.num_processes + accelerator.process_index
     rows = run.sampler.batches()[position] if position < len(run.sampler) else []
     shown = ", ".join(str(r + 1) for r in rows[:8]) + (" ..." if len(rows) > 8 else "")
     return (
-        f"loss is {loss.item()} at optimizer step {progress.step + 1} (epoch {progress.epoch}, "
-        f"micro-batch {progress.micro_in_epoch}, training rows {shown}); lower "
+        f"loss is {nonfinite.loss} {where}, training rows {shown}); lower "
         f"train.learning_rate, check those rows, or set train.on_nonfinite_loss=skip"
     )
 
@@ -586,7 +666,7 @@ def finish(
                 "padding_share": 0.0
                 if task.packs
                 else round(padding_share(lengths, run.sampler), 4),
-                "skipped_nonfinite_micro_batches": progress.skipped_nonfinite,
+                "skipped_nonfinite_steps": progress.skipped_nonfinite,
                 "processes": accelerator.num_processes,
                 "steps_per_process": gather_object([progress.step]),
             },

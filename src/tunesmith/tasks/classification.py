@@ -214,6 +214,10 @@ class SequenceClassification:
         """Nothing is random in a classification input."""
         return ds
 
+    def loss_items(self, batch: dict[str, torch.Tensor]) -> int:
+        """What the model's loss is a mean over: the rows."""
+        return len(batch["labels"])
+
     def evaluate_share(
         self,
         model: torch.nn.Module,

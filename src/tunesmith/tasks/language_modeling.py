@@ -162,6 +162,12 @@ class LanguageModeling:
         drop = [c for c in ("offset_mapping", "special_tokens_mask") if c in ds.column_names]
         return masked.remove_columns(drop)
 
+    def loss_items(self, batch: dict[str, torch.Tensor]) -> int:
+        """What the model's loss is a mean over: the predicted tokens (a causal model predicts
+        each token from the ones before, so never a sample's first)."""
+        labels = batch["labels"][:, 1:] if self.causal else batch["labels"]
+        return int((labels != IGNORE).sum())
+
     def evaluate_share(
         self,
         model: torch.nn.Module,
@@ -186,8 +192,7 @@ class LanguageModeling:
                 batch = {k: v.to(device) for k, v in collate(inputs.__getitems__(rows)).items()}
                 with autocast():
                     loss = model(**batch).loss
-                labels = batch["labels"][:, 1:] if self.causal else batch["labels"]
-                count = int((labels != IGNORE).sum())
+                count = self.loss_items(batch)
                 if keep and count:
                     loss_sum += float(loss) * count
                     tokens += count
