@@ -192,7 +192,9 @@ def train(cfg: Config) -> dict:
         _say(run.accelerator, f"before training: {_fmt(progress.before_training)}")
     log = None
     if run.accelerator.is_main_process:
-        log = tracking.MetricsLog(run.output_dir / "metrics.jsonl", keep_through_step=progress.step)
+        log = tracking.MetricsLog(
+            run.output_dir / runfolder.METRICS_LOG, keep_through_step=progress.step
+        )
     try:
         return finish(run, progress, log, fit(run, progress, log))
     except torch.OutOfMemoryError:
@@ -202,7 +204,10 @@ def train(cfg: Config) -> dict:
 def build(cfg: Config, fresh: bool) -> Run:
     """Data, model, optimizer and schedule on Accelerate; a fresh run also lays out output_dir."""
     t = cfg.train
-    AcceleratorState._reset_state()  # a second train() in one process must not inherit settings
+    # A second train() in one process must not inherit the first one's settings (precision,
+    # process group). Accelerate offers no public reset; transformers' TrainingArguments makes
+    # this same private call.
+    AcceleratorState._reset_state()
     precision, precision_reason = hardware.choose_precision(t.precision, torch.cuda.is_available())
     accelerator = Accelerator(
         # cpu=True is what lets Accelerate see a torchrun/accelerate launch on CPUs (gloo).
@@ -249,7 +254,7 @@ def build(cfg: Config, fresh: bool) -> Run:
         use_fast_dropout(model)
     if accelerator.is_main_process and fresh:
         checkpoint.prepare_output_dir(Path(cfg.output_dir))
-        save_config(cfg, Path(cfg.output_dir) / "config.yaml")
+        save_config(cfg, Path(cfg.output_dir) / runfolder.CONFIG)
     accelerator.wait_for_everyone()
     if t.report_to:  # event files in output_dir/tensorboard
         accelerator.init_trackers("tensorboard", tracking.flat_config(config_to_dict(cfg)))
@@ -682,10 +687,12 @@ def finish(
             unwrapped = unwrapped.merge_and_unload()  # a plain transformers model again
         if getattr(unwrapped.config, "use_cache", None) is False:
             unwrapped.config.use_cache = True  # generation from the exported folder uses it
-        checkpoint.export_model(unwrapped, run.tokenizer, output_dir / "model", meta)
+        checkpoint.export_model(unwrapped, run.tokenizer, output_dir / runfolder.MODEL, meta)
         tracking.plot_training_curves(log.records, run.metric, output_dir / "training_curves.png")
         task.plots(run.data.validation, evaluation, output_dir)
-        checkpoint.write_json(output_dir / "metrics.json", result)  # last: marks the run finished
+        checkpoint.write_json(
+            output_dir / runfolder.METRICS, result
+        )  # last: marks the run finished
     accelerator.wait_for_everyone()
     for tracker in accelerator.trackers:  # closes the event files (end_training would also
         tracker.finish()  # tear down the process group, on the main process only)
