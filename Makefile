@@ -22,8 +22,10 @@ lint: $(STAMP)
 # The bf16-marked tests compare scores with fp32 references; the second pass runs them with auto
 # taking the bf16 path (emulated on CPUs without it), so the suite holds on every kind of CPU.
 test: lint
-	$(PY) -m pytest -q
-	TUNESMITH_ASSUME_NATIVE_BF16=1 $(PY) -m pytest -q -m bf16
+	@start=$$(date +%s) && \
+	$(PY) -m pytest -q && \
+	TUNESMITH_ASSUME_NATIVE_BF16=1 $(PY) -m pytest -q -m bf16 && \
+	echo "make test: both pytest passes took $$(( $$(date +%s) - start )) s"
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

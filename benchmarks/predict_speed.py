@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import results  # benchmarks/results.py, beside this script
 from serve_load import classifier_folder  # benchmarks/ is on sys.path when run as a script
 from train_speed import MRPC, generated_pairs
 
@@ -93,6 +94,7 @@ def main() -> None:
     parser.add_argument("--model", default="builtin:minilm-l6")
     parser.add_argument("--rows", type=int, help="at most this many rows")
     args = parser.parse_args()
+    log = results.Transcript()
 
     import csv
 
@@ -131,21 +133,22 @@ def main() -> None:
             seconds[name] = min(seconds[name], time.perf_counter() - start)
     machine = hardware.describe()
     auto = predictor.placement
-    print(f"machine: {json.dumps(machine)}; rows: {len(rows)} from {source}")
-    print(f"tunesmith: {auto.device.type}, {auto.precision} ({auto.reason})")
+    log(f"machine: {json.dumps(machine)}; rows: {len(rows)} from {source}")
+    log(f"tunesmith: {auto.device.type}, {auto.precision} ({auto.reason})")
     summary = {"rows": len(rows), "source": str(source), "machine": machine}
     summary |= {"device": auto.device.type, "precision": auto.precision}
     for name in arms:
         rate = len(rows) / seconds[name]
         agree = float((labels[name] == labels["tunesmith"]).mean())
         summary[name] = {"samples_per_s": rate, "seconds": seconds[name], "agreement": agree}
-        print(f"{name:16s} {rate:8.1f} samples/s  {seconds[name]:6.1f} s  same labels {agree:.1%}")
+        log(f"{name:16s} {rate:8.1f} samples/s  {seconds[name]:6.1f} s  same labels {agree:.1%}")
     for ours in [name for name in ("tunesmith", "tunesmith_int8") if name in arms]:
         for name in ("pipeline", "trainer_predict"):
             key = f"ratio_vs_{name}" + ours.removeprefix("tunesmith")
             summary[key] = summary[ours]["samples_per_s"] / summary[name]["samples_per_s"]
-            print(f"{ours} / {name}: {summary[key]:.2f}x")
-    print(json.dumps(summary))
+            log(f"{ours} / {name}: {summary[key]:.2f}x")
+    log(json.dumps(summary))
+    print(log.save("predict_speed", "Prediction speed: pipeline, Trainer.predict and tunesmith"))
 
 
 if __name__ == "__main__":

@@ -34,3 +34,17 @@ def write(name: str, lines: list[str]) -> Path:
     path = RESULTS / f"{name}.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+class Transcript:
+    """Prints a benchmark's lines as they come and keeps them for its results file."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def save(self, name: str, title: str) -> Path:
+        return write(name, [*header(title), "```", *self.lines, "```"])

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import results  # benchmarks/results.py, beside this script
+
 REPO = Path(__file__).resolve().parent.parent
 MRPC = REPO.parent / "shared" / "data" / "mrpc"
 ARMS = ("course", "best_trainer", "tunesmith")
@@ -272,6 +274,7 @@ def main() -> None:
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--target", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    log = results.Transcript()
     if args.arm:
         return child(args)
 
@@ -294,24 +297,24 @@ def main() -> None:
     precisions = {"fp32"} | ({"bf16"} if native_bf16() else set())
     peaks_before = {p: matmul_peak(*shapes, p) for p in sorted(precisions)}
     machine = hardware.describe()
-    print(f"machine: {json.dumps(machine)}")
-    print(f"matmul peak before, GFLOP/s: {peaks_before}")
+    log(f"machine: {json.dumps(machine)}")
+    log(f"matmul peak before, GFLOP/s: {peaks_before}")
 
     arms = [a for a in args.arms.split(",") if a]
-    results = {arm: spawn(arm, data, args.model, args.epochs) for arm in arms}
+    by_arm = {arm: spawn(arm, data, args.model, args.epochs) for arm in arms}
     if args.time_to_accuracy:
         course3 = spawn("course", data, args.model, 3)
         reach = spawn("tunesmith", data, args.model, 3, target=course3["accuracy"])
     peaks_after = {p: matmul_peak(*shapes, p) for p in sorted(precisions)}
     peaks = {p: max(peaks_before[p], peaks_after[p]) for p in precisions}
-    print(f"matmul peak after, GFLOP/s: {peaks_after}")
+    log(f"matmul peak after, GFLOP/s: {peaks_after}")
 
     header = f"{'arm':14s} {'samples/s':>9s} {'tokens/s':>9s} {'wall s':>7s} {'prec':>5s} "
-    print(header + f"{'GFLOP/s':>8s} {'of peak':>7s} {'acc':>6s} {'F1':>6s} {'RSS MB':>7s}")
-    for arm, r in results.items():
+    log(header + f"{'GFLOP/s':>8s} {'of peak':>7s} {'acc':>6s} {'F1':>6s} {'RSS MB':>7s}")
+    for arm, r in by_arm.items():
         r["model_gflops"] = 6 * params * r["real_tokens_per_s"] / 1e9
         r["peak_fraction"] = r["model_gflops"] / peaks[r["precision"]]
-        print(
+        log(
             f"{arm:14s} {r['samples_per_s']:9.1f} {r['real_tokens_per_s']:9.0f} "
             f"{r['seconds']:7.0f} {r['precision']:>5s} {r['model_gflops']:8.1f} "
             f"{r['peak_fraction']:7.0%} {r['accuracy']:6.4f} {r['f1']:6.4f} {r['peak_rss_mb']:7.0f}"
@@ -325,25 +328,26 @@ def main() -> None:
         "device": machine.get("gpu", machine["cpu"]),
         "non_embedding_params": params,
         "matmul_peak_gflops": {"before": peaks_before, "after": peaks_after},
-        **results,
+        **by_arm,
     }
-    if "tunesmith" in results:
-        c = results["tunesmith"]
+    if "tunesmith" in by_arm:
+        c = by_arm["tunesmith"]
         summary["peak_fraction"] = c["peak_fraction"]
         summary["precision"] = c["precision"]
         for arm, key in (("course", "ratio_vs_course"), ("best_trainer", "ratio_vs_best_trainer")):
-            if arm in results:
-                summary[key] = c["samples_per_s"] / results[arm]["samples_per_s"]
-                print(f"tunesmith / {arm}: {summary[key]:.2f}x samples/s")
+            if arm in by_arm:
+                summary[key] = c["samples_per_s"] / by_arm[arm]["samples_per_s"]
+                log(f"tunesmith / {arm}: {summary[key]:.2f}x samples/s")
     if args.time_to_accuracy:
         summary["time_to_accuracy"] = {"course_3_epochs": course3, "tunesmith_to_target": reach}
         summary["time_to_accuracy_ratio"] = course3["seconds"] / reach["seconds"]
-        print(
+        log(
             f"time to accuracy {course3['accuracy']:.4f}: course {course3['seconds']:.0f} s "
             f"(3 epochs), tunesmith {reach['seconds']:.0f} s ({reach['epochs_trained']} epochs, "
             f"reached {reach['accuracy']:.4f}): {summary['time_to_accuracy_ratio']:.2f}x"
         )
-    print(json.dumps(summary))
+    log(json.dumps(summary))
+    print(log.save("train_speed", "Training speed: course recipe, fastest Trainer, tunesmith"))
 
 
 if __name__ == "__main__":

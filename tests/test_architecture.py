@@ -73,3 +73,14 @@ def test_run_folder_layout_is_torch_free():
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module)])
     }
+
+
+def test_both_task_classes_keep_the_task_contract():
+    from tunesmith.config import LanguageModelConfig
+    from tunesmith.data import Columns
+    from tunesmith.tasks import LabelSpec, LanguageModeling, SequenceClassification, Task
+
+    columns = Columns("text", None, "label")
+    classifier = SequenceClassification(columns, LabelSpec("classification", ("a", "b")))
+    assert isinstance(classifier, Task)
+    assert isinstance(LanguageModeling("causal-lm", columns, LanguageModelConfig()), Task)

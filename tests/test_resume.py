@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import sentiment_rows, write_csv
 from safetensors.torch import load_file
 
 from tunesmith import checkpoint
@@ -70,26 +71,37 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert (left[key] - right[key]).abs().max().item() <= 1e-6, key
 
 
-@pytest.fixture
-def reference(tiny_model, sentiment_csv, tmp_path) -> Path:
-    out = tmp_path / "uninterrupted"
-    assert main(train_args(tiny_model, sentiment_csv, out)) == 0
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("resume-data")
+    return (
+        write_csv(root / "train.csv", sentiment_rows(240, seed=1)),
+        write_csv(root / "validation.csv", sentiment_rows(60, seed=2)),
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, data, tmp_path_factory) -> Path:
+    """The uninterrupted run every interrupted one must end up equal to: trained once."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    with pytest.MonkeyPatch.context() as mp:  # module scope: conftest's autouse caches not yet set
+        mp.setenv("HF_DATASETS_CACHE", str(out.parent / "caches" / "datasets"))
+        mp.setenv("TUNESMITH_CACHE_DIR", str(out.parent / "caches" / "tunesmith"))
+        assert main(train_args(tiny_model, data, out)) == 0
     return out
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(
-    tiny_model, sentiment_csv, tmp_path, reference
-):
+def test_sigkill_then_resume_matches_uninterrupted_run(tiny_model, data, tmp_path, reference):
     out = tmp_path / "killed"
     kill_at = random.Random().randint(4, 55)  # any step of the 60, chosen afresh each run
-    proc = start(train_args(tiny_model, sentiment_csv, out))
+    proc = start(train_args(tiny_model, data, out))
     wait_for_steps(proc, out, kill_at)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "metrics.json").exists()
 
-    assert main([*train_args(tiny_model, sentiment_csv, out), "--resume", "auto"]) == 0
+    assert main([*train_args(tiny_model, data, out), "--resume", "auto"]) == 0
     assert_same_weights(reference, out)
     assert logged_steps(out) == list(range(1, 61)), f"killed after step {kill_at}"
     resumed = json.loads((out / "metrics.json").read_text())
@@ -99,10 +111,10 @@ def test_sigkill_then_resume_matches_uninterrupted_run(
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(
-    tiny_model, sentiment_csv, tmp_path, reference
+    tiny_model, data, tmp_path, reference, capsys
 ):
     out = tmp_path / "terminated"
-    proc = start(train_args(tiny_model, sentiment_csv, out))
+    proc = start(train_args(tiny_model, data, out))
     wait_for_steps(proc, out, 10)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -113,15 +125,21 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(
     stopped_at = int(newest.name.removeprefix(checkpoint.STEP_PREFIX))
     assert logged_steps(out)[-1] == stopped_at  # the signal's step was checkpointed, off-schedule
 
-    assert main([*train_args(tiny_model, sentiment_csv, out), "--resume", "auto"]) == 0
+    # An explicit step folder, and a changed setting that does not touch the weights.
+    args = [*train_args(tiny_model, data, out), "train.logging_steps=2"]
+    assert main([*args, "--resume", str(newest)]) == 0
+    assert (
+        f"resuming from {newest} at step {stopped_at}; the current config wins over the "
+        f"checkpoint's: train.logging_steps: 1 -> 2"
+    ) in capsys.readouterr().err
     assert_same_weights(reference, out)
 
 
 def test_truncated_newest_checkpoint_falls_back_to_previous(
-    tiny_model, sentiment_csv, tmp_path, reference, capsys
+    tiny_model, data, tmp_path, reference, capsys
 ):
     out = tmp_path / "damaged"
-    proc = start(train_args(tiny_model, sentiment_csv, out))
+    proc = start(train_args(tiny_model, data, out))
     wait_for_steps(proc, out, 20)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -132,7 +150,7 @@ def test_truncated_newest_checkpoint_falls_back_to_previous(
     assert "model.safetensors" in checkpoint.verify(folders[-1])
 
     (folders[-1].parent / "step-00000099.tmp").mkdir()  # a save that a kill cut short
-    assert main([*train_args(tiny_model, sentiment_csv, out), "--resume", "auto"]) == 0
+    assert main([*train_args(tiny_model, data, out), "--resume", "auto"]) == 0
     printed = capsys.readouterr().err
     assert "checkpoint step-00000099.tmp was cut short while saving; skipped" in printed
     assert f"checkpoint {folders[-1].name} is damaged (model.safetensors has" in printed
@@ -141,8 +159,8 @@ def test_truncated_newest_checkpoint_falls_back_to_previous(
     assert logged_steps(out) == list(range(1, 61))
 
 
-def test_resume_refuses_a_finished_run(tiny_model, sentiment_csv, reference, capsys):
-    assert main([*train_args(tiny_model, sentiment_csv, reference), "--resume", "auto"]) == 2
+def test_resume_refuses_a_finished_run(tiny_model, data, reference, capsys):
+    assert main([*train_args(tiny_model, data, reference), "--resume", "auto"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
 
 
@@ -166,30 +184,28 @@ def nan_on_third_forward(monkeypatch):
 
 
 def test_nonfinite_loss_stops_naming_the_step(
-    tiny_model, sentiment_csv, tmp_path, capsys, nan_on_third_forward
+    tiny_model, data, tmp_path, capsys, nan_on_third_forward
 ):
     out = tmp_path / "nan"
-    assert main(train_args(tiny_model, sentiment_csv, out)) == 2
+    assert main(train_args(tiny_model, data, out)) == 2
     err = capsys.readouterr().err
     assert "loss is nan at optimizer step 3" in err and "training rows" in err, err
     assert not (out / "metrics.json").exists()
 
 
-def test_nonfinite_loss_skipped_when_asked(
-    tiny_model, sentiment_csv, tmp_path, nan_on_third_forward
-):
+def test_nonfinite_loss_skipped_when_asked(tiny_model, data, tmp_path, nan_on_third_forward):
     out = tmp_path / "skip"
-    args = [*train_args(tiny_model, sentiment_csv, out), "train.on_nonfinite_loss=skip"]
+    args = [*train_args(tiny_model, data, out), "train.on_nonfinite_loss=skip"]
     assert main(args) == 0
     result = json.loads((out / "metrics.json").read_text())
     assert result["train"]["skipped_nonfinite_steps"] == 1
     assert result["train"]["optimizer_steps"] == 60
 
 
-def test_a_diverged_model_is_never_kept_or_exported(tiny_model, sentiment_csv, tmp_path, capsys):
+def test_a_diverged_model_is_never_kept_or_exported(tiny_model, data, tmp_path, capsys):
     out = tmp_path / "diverged"
     args = [
-        *train_args(tiny_model, sentiment_csv, out),
+        *train_args(tiny_model, data, out),
         "train.learning_rate=1e30",
         "train.max_grad_norm=0",
         "train.warmup_ratio=0",
@@ -202,16 +218,14 @@ def test_a_diverged_model_is_never_kept_or_exported(tiny_model, sentiment_csv, t
     assert not (out / "model").exists() and not (out / "metrics.json").exists()
 
 
-def test_out_of_memory_names_the_budget_to_lower(
-    tiny_model, sentiment_csv, tmp_path, capsys, monkeypatch
-):
+def test_out_of_memory_names_the_budget_to_lower(tiny_model, data, tmp_path, capsys, monkeypatch):
     from transformers import BertForSequenceClassification
 
     def out_of_memory(self, *args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(BertForSequenceClassification, "forward", out_of_memory)
-    assert main([*train_args(tiny_model, sentiment_csv, tmp_path / "oom")]) == 2
+    assert main([*train_args(tiny_model, data, tmp_path / "oom")]) == 2
     err = capsys.readouterr().err
     assert "out of memory at optimizer step 1" in err
     assert "train.micro_batch_size (now 8)" in err and "gradient_accumulation_steps" in err

@@ -18,12 +18,9 @@ from accelerate import Accelerator
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith import data, metrics
+from tunesmith import data
 from tunesmith.config import LANGUAGE_MODEL_TASKS, Config, DataConfig, LanguageModelConfig
-from tunesmith.errors import UserError
-from tunesmith.tasks import LabelSpec, SequenceClassification, Task
-from tunesmith.tasks.classification import encode_labels, infer_labels
-from tunesmith.tasks.language_modeling import LanguageModeling, check_messages, find_columns
+from tunesmith.tasks import LanguageModeling, SequenceClassification, Task
 
 
 @dataclass
@@ -73,22 +70,22 @@ def tokenize_cached(
     return tokenized, hit
 
 
-def labelled_splits(
-    d: DataConfig, seed: int, task: str = "auto", label_names: list[str] | None = None
-) -> tuple[dict[str, Dataset], data.Columns, LabelSpec]:
-    """Raw files -> checked columns and labels -> held-out validation -> samples. Training and
-    the run report both call this, so they always see the same rows."""
+def task_splits(
+    d: DataConfig,
+    seed: int,
+    task: str = "auto",
+    label_names: list[str] | None = None,
+    lm: LanguageModelConfig | None = None,
+) -> tuple[dict[str, Dataset], Task]:
+    """Raw files -> the task's checked columns (and labels) -> held-out validation -> samples.
+    Training and the run report both call this, so they always see the same rows."""
     splits = data.load_splits(d)
-    source = {name: getattr(d, name) or f"data.dataset={d.dataset}[{name}]" for name in splits}
-    columns = data.detect_columns(splits["train"], d, source["train"])
-    for name, ds in splits.items():
-        data.detect_columns(ds, d, source[name])  # the same columns must exist in every split
-        splits[name] = data.check_texts(ds, columns, source[name], d.drop_empty)
-    labels = infer_labels(splits["train"], columns.label, task, label_names, source["train"])
-    for name in splits:
-        splits[name] = encode_labels(splits[name], columns.label, labels, source[name])
-    stratify = "labels" if labels.kind == "classification" else None
-    return _held_out_and_sampled(splits, d, seed, stratify), columns, labels
+    sources = {name: getattr(d, name) or f"data.dataset={d.dataset}[{name}]" for name in splits}
+    kind = LanguageModeling if task in LANGUAGE_MODEL_TASKS else SequenceClassification
+    splits, found = kind.from_splits(
+        splits, sources, d, task, label_names, lm or LanguageModelConfig()
+    )
+    return _held_out_and_sampled(splits, d, seed, found.stratify_column), found
 
 
 def _held_out_and_sampled(
@@ -109,36 +106,12 @@ def _held_out_and_sampled(
     return splits
 
 
-def language_model_splits(
-    d: DataConfig, seed: int, task: str, settings: LanguageModelConfig
-) -> tuple[dict[str, Dataset], LanguageModeling]:
-    """Raw files -> checked text (or prompt/completion, or chat) columns -> held-out validation
-    -> samples, for the language-model tasks."""
-    splits = data.load_splits(d)
-    source = {name: getattr(d, name) or f"data.dataset={d.dataset}[{name}]" for name in splits}
-    columns, chat = find_columns(splits["train"], task, d.text_column, source["train"])
-    for name, ds in splits.items():
-        if find_columns(ds, task, d.text_column, source[name]) != (columns, chat):
-            raise UserError(f"{source[name]}: its columns differ from the training data's")
-        if chat:
-            check_messages(ds, columns.text, source[name])
-        else:
-            splits[name] = data.check_texts(ds, columns, source[name], d.drop_empty)
-    splits = _held_out_and_sampled(splits, d, seed, stratify=None)
-    return splits, LanguageModeling(task, columns, settings, chat)
-
-
 def prepare_data(
     cfg: Config, tokenizer: PreTrainedTokenizerBase, accelerator: Accelerator
 ) -> PreparedData:
     """Splits, tokenized through the on-disk cache, plus a summary for metrics.json."""
     d = cfg.data
-    task: Task
-    if cfg.task in LANGUAGE_MODEL_TASKS:
-        splits, task = language_model_splits(d, cfg.train.seed, cfg.task, cfg.lm)
-    else:
-        splits, columns, labels = labelled_splits(d, cfg.train.seed, cfg.task, cfg.label_names)
-        task = SequenceClassification(columns, labels)
+    splits, task = task_splits(d, cfg.train.seed, cfg.task, cfg.label_names, cfg.lm)
     task.prepare_tokenizer(tokenizer)
     cache_dir = Path(d.cache_dir or default_cache_dir() / "tokenized").expanduser()
     tokenized, hits = {}, []
@@ -148,40 +121,30 @@ def prepare_data(
             hits.append(hit)
     dropped = {}
     for name, ds in tokenized.items():
-        if "predicted" in ds.column_names:  # causal samples whose completion was cut off whole
-            kept = ds.filter(lambda n: n > 0, input_columns="predicted")
-            dropped[name], tokenized[name] = len(ds) - len(kept), kept
-            if not len(kept):
-                raise UserError(
-                    f"{name}: no sample keeps a completion token within data.max_length="
-                    f"{d.max_length}; raise data.max_length"
-                )
-        if name != "train":  # training masks afresh every epoch
-            tokenized[name] = task.fix_eval_masks(tokenized[name], tokenizer, cfg.train.seed)
+        kept = task.keep_trainable(ds, name, d.max_length)
+        dropped[name] = len(ds) - len(kept)
+        if name != "train":  # training masks afresh every epoch; the others are masked once
+            kept = task.fix_eval_masks(kept, tokenizer, cfg.train.seed)
+        tokenized[name] = kept
     columns = task.columns
-    grouped = cfg.task == "masked-lm" and cfg.lm.group_texts
     summary = {
         "columns": {"text": columns.text, "text_pair": columns.text_pair, "label": columns.label},
         "task": task.kind,
-        "labels": list(task.labels.names) if isinstance(task, SequenceClassification) else [],
         "rows": {name: len(ds) for name, ds in splits.items()},
         "samples": {name: len(ds) for name, ds in tokenized.items()},
         "tokens": {name: int(sum(ds["length"])) for name, ds in tokenized.items()},
         # Rows that reached data.max_length were (almost always) cut short by truncation.
         "truncated_rows": {
-            name: 0 if grouped else int((np.asarray(ds["length"]) >= d.max_length).sum())
+            name: 0
+            if task.cuts_into_blocks
+            else int((np.asarray(ds["length"]) >= d.max_length).sum())
             for name, ds in tokenized.items()
         },
         "tokenization": "cached" if all(hits) else "computed",
+        **task.summary(tokenized),
     }
     if any(dropped.values()):
         summary["dropped_without_completion"] = dropped
-    if isinstance(task, SequenceClassification) and task.labels.kind == "classification":
-        summary["majority_baseline"] = metrics.majority_baseline(
-            np.asarray(tokenized["train"]["labels"]),
-            np.asarray(tokenized["validation"]["labels"]),
-            task.labels.num_labels,
-        )
     return PreparedData(
         task, tokenized["train"], tokenized["validation"], tokenized.get("test"), summary
     )

@@ -73,15 +73,16 @@ class Splits:
 def load_splits(run: Run) -> Splits:
     """The run's labelled splits, made by the very function training used."""
     from tunesmith.config import DataConfig, TrainConfig
-    from tunesmith.preprocess import labelled_splits
+    from tunesmith.preprocess import task_splits
 
     known = {f.name for f in fields(DataConfig)}
     d = DataConfig(**{k: v for k, v in run.config.get("data", {}).items() if k in known})
     seed = run.config.get("train", {}).get("seed", TrainConfig.seed)
-    splits, columns, _ = labelled_splits(
+    splits, task = task_splits(
         d, seed, run.config.get("task", "auto"), run.config.get("label_names")
     )
-    return Splits({n: splits[n] for n in ("train", "validation", "test") if n in splits}, columns)
+    kept = {n: splits[n] for n in ("train", "validation", "test") if n in splits}
+    return Splits(kept, task.columns)
 
 
 class Figures:

@@ -1,12 +1,80 @@
-"""Tasks: how rows are labelled and tokenized, which head the model gets, how logits become
-predictions and metrics. The training loop never branches on a task's name.
+"""Tasks: how rows are checked, labelled and tokenized, which head the model gets, what its loss
+averages over, how logits become predictions and metrics. Neither the engine nor preprocessing
+branches on a task's name: they call the `Task` methods below.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from tunesmith.data import Columns
+from tunesmith.metrics import Evaluation
 from tunesmith.tasks.classification import LabelSpec, SequenceClassification
 from tunesmith.tasks.language_modeling import LanguageModeling
 
-# What the engine holds: both offer the same methods (describe, load_model, collators, loss_items,
-# evaluate_share/combine, plots), so it never asks which one it has.
-Task = SequenceClassification | LanguageModeling
+
+@runtime_checkable
+class Task(Protocol):
+    """What preprocessing and the engine ask of a task. Each class also has a classmethod
+    `from_splits(splits, sources, data_config, task, label_names, lm)` that finds and checks
+    the columns (and decides the labels) on raw splits and returns them with the task."""
+
+    kind: str  # the task's name in metrics.json and the exported tunesmith.json
+    columns: Columns
+    default_metric: str  # picks the exported model unless train.metric_for_best says otherwise
+    metric_names: tuple[str, ...]
+    freeze_word_embeddings: bool  # the default of train.freeze_word_embeddings
+    freezes_bottom_layers_on_cpu: bool  # the default of train.freeze_layers on CPUs
+    kept_columns: tuple[str, ...]  # raw columns that survive tokenization
+    packs: bool  # a micro-batch is one unpadded row
+    cuts_into_blocks: bool  # samples are fixed blocks of concatenated rows
+    evaluate_before_training: bool  # the pretrained weights' scores are a baseline
+    peft_task_type: str | None
+    stratify_column: str | None  # held-out validation keeps this column's balance
+
+    def describe(self) -> str: ...
+
+    def meta(self) -> dict[str, Any]: ...
+
+    def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None: ...
+
+    def tokenize_function(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Any: ...
+
+    def keep_trainable(self, ds: Dataset, split: str, max_length: int) -> Dataset: ...
+
+    def fix_eval_masks(
+        self, ds: Dataset, tokenizer: PreTrainedTokenizerBase, seed: int
+    ) -> Dataset: ...
+
+    def summary(self, tokenized: dict[str, Dataset]) -> dict[str, Any]: ...
+
+    def load_model(self, name: str, attention_dropout: float | None) -> torch.nn.Module: ...
+
+    def train_collator(self, tokenizer: PreTrainedTokenizerBase, pad_multiple: int) -> Any: ...
+
+    def eval_collator(self, tokenizer: PreTrainedTokenizerBase, pad_multiple: int) -> Any: ...
+
+    def loss_items(self, batch: dict[str, torch.Tensor]) -> int: ...
+
+    def evaluate_share(
+        self,
+        model: torch.nn.Module,
+        ds: Dataset,
+        collate: Any,
+        max_tokens: int,
+        rank: int,
+        world_size: int,
+        autocast: Any,
+    ) -> Any: ...
+
+    def combine(self, shares: list[Any], ds: Dataset) -> Evaluation: ...
+
+    def plots(self, ds: Dataset, evaluation: Evaluation, output_dir: Path) -> None: ...
+
 
 __all__ = ["LabelSpec", "LanguageModeling", "SequenceClassification", "Task"]

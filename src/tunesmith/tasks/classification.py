@@ -17,7 +17,8 @@ import torch
 from datasets import ClassLabel, Dataset, Value
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from tunesmith import metrics
+from tunesmith import data, metrics
+from tunesmith.config import DataConfig, LanguageModelConfig
 from tunesmith.data import Columns
 from tunesmith.errors import UserError
 from tunesmith.inference import infer_logits
@@ -179,8 +180,38 @@ class SequenceClassification:
     kept_columns = ("labels",)  # the encoded labels survive tokenization
     freezes_bottom_layers_on_cpu = True  # train.freeze_layers unset: see TrainConfig
     packs = False  # one row per sample, padded
+    cuts_into_blocks = False  # one sample per row: a row at max_length was truncated
     evaluate_before_training = False  # a fresh head scores chance; the majority class says more
     peft_task_type = "SEQ_CLS"  # peft then trains the fresh head fully, beside the adapters
+
+    @classmethod
+    def from_splits(
+        cls,
+        splits: dict[str, Dataset],
+        sources: dict[str, str],
+        d: DataConfig,
+        task: str,
+        label_names: list[str] | None,
+        lm: LanguageModelConfig,
+    ) -> tuple[dict[str, Dataset], SequenceClassification]:
+        """The text and label columns found on every split and their cells checked; labels
+        decided from train (classes or regression) and encoded in every split."""
+        columns = data.detect_columns(splits["train"], d, sources["train"])
+        checked = {}
+        for name, ds in splits.items():
+            data.detect_columns(ds, d, sources[name])  # the same columns in every split
+            checked[name] = data.check_texts(ds, columns, sources[name], d.drop_empty)
+        labels = infer_labels(checked["train"], columns.label, task, label_names, sources["train"])
+        encoded = {
+            name: encode_labels(ds, columns.label, labels, sources[name])
+            for name, ds in checked.items()
+        }
+        return encoded, cls(columns, labels)
+
+    @property
+    def stratify_column(self) -> str | None:
+        """Held-out validation keeps the class balance of train."""
+        return "labels" if self.labels.kind == "classification" else None
 
     @property
     def kind(self) -> str:
@@ -213,6 +244,21 @@ class SequenceClassification:
     def fix_eval_masks(self, ds: Dataset, tokenizer: PreTrainedTokenizerBase, seed: int) -> Dataset:
         """Nothing is random in a classification input."""
         return ds
+
+    def keep_trainable(self, ds: Dataset, split: str, max_length: int) -> Dataset:
+        """Every tokenized row has a label to learn."""
+        return ds
+
+    def summary(self, tokenized: dict[str, Dataset]) -> dict[str, Any]:
+        """The class names and, for classes, the majority class's scores: the floor to beat."""
+        found: dict[str, Any] = {"labels": list(self.labels.names)}
+        if self.labels.kind == "classification":
+            found["majority_baseline"] = metrics.majority_baseline(
+                np.asarray(tokenized["train"]["labels"]),
+                np.asarray(tokenized["validation"]["labels"]),
+                self.labels.num_labels,
+            )
+        return found
 
     def loss_items(self, batch: dict[str, torch.Tensor]) -> int:
         """What the model's loss is a mean over: the rows."""

@@ -28,8 +28,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from tunesmith import data
 from tunesmith.batching import TokenBudgetBatchSampler, rank_passes
-from tunesmith.config import LanguageModelConfig
+from tunesmith.config import DataConfig, LanguageModelConfig
 from tunesmith.data import TEXT_COLUMNS, Columns
 from tunesmith.errors import UserError
 from tunesmith.inference import model_inputs
@@ -56,6 +57,37 @@ class LanguageModeling:
     kept_columns = ()  # samples are built from the text; grouping changes the row count
     freezes_bottom_layers_on_cpu = False  # adaptation reaches into every layer
     evaluate_before_training = True  # the pretrained perplexity is what adaptation improves on
+    stratify_column = None  # no classes to balance in held-out validation
+
+    @classmethod
+    def from_splits(
+        cls,
+        splits: dict[str, Dataset],
+        sources: dict[str, str],
+        d: DataConfig,
+        task: str,
+        label_names: list[str] | None,
+        lm: LanguageModelConfig,
+    ) -> tuple[dict[str, Dataset], LanguageModeling]:
+        """The text (prompt/completion, or chat) columns found on every split, alike, and their
+        cells checked."""
+        columns, chat = find_columns(splits["train"], task, d.text_column, sources["train"])
+        checked = {}
+        for name, ds in splits.items():
+            if find_columns(ds, task, d.text_column, sources[name]) != (columns, chat):
+                raise UserError(f"{sources[name]}: its columns differ from the training data's")
+            if chat:
+                check_messages(ds, columns.text, sources[name])
+                checked[name] = ds
+            else:
+                checked[name] = data.check_texts(ds, columns, sources[name], d.drop_empty)
+        return checked, cls(task, columns, lm, chat)
+
+    @property
+    def cuts_into_blocks(self) -> bool:
+        """Samples are max_length blocks of concatenated rows (masked-LM grouping): every
+        sample reaches max_length, and nothing is truncated."""
+        return self.kind == "masked-lm" and self.settings.group_texts
 
     @property
     def peft_task_type(self) -> str | None:
@@ -197,6 +229,22 @@ class LanguageModeling:
                     loss_sum += float(loss) * count
                     tokens += count
         return loss_sum, tokens
+
+    def keep_trainable(self, ds: Dataset, split: str, max_length: int) -> Dataset:
+        """Causal samples whose completion truncation cut off whole predict nothing: dropped
+        (and counted by the caller); a split left with none is an error."""
+        if "predicted" not in ds.column_names:
+            return ds
+        kept = ds.filter(lambda n: n > 0, input_columns="predicted")
+        if not len(kept):
+            raise UserError(
+                f"{split}: no sample keeps a completion token within data.max_length="
+                f"{max_length}; raise data.max_length"
+            )
+        return kept
+
+    def summary(self, tokenized: dict[str, Dataset]) -> dict[str, Any]:
+        return {"labels": []}
 
     def combine(self, shares: list[tuple[float, int]], ds: Dataset) -> Evaluation:
         scores = language_model_metrics(sum(s for s, _ in shares), sum(n for _, n in shares))
