@@ -2,6 +2,7 @@
 
     python benchmarks/mrpc_quality.py                     # auto precision (bf16 where native)
     python benchmarks/mrpc_quality.py --precision fp32    # or bf16, to compare the two
+    python benchmarks/mrpc_quality.py --precision bf16 --emulate   # bf16 on an AVX2-only CPU
 
 Runs `tunesmith train configs/mrpc.yaml` as a user would (one process, its own wall clock) and
 writes benchmarks/results/mrpc_quality_PRECISION.md with the machine. The run folder is kept
@@ -28,11 +29,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output-dir", default="/tmp/tunesmith-bench/mrpc-defaults")
+    parser.add_argument(
+        "--emulate",
+        action="store_true",
+        help="bf16's arithmetic through fp32 kernels (emulated_bf16.py), for CPUs without bf16",
+    )
     args = parser.parse_args()
+    runner = [str(Path(__file__).with_name("emulated_bf16.py"))] if args.emulate else ["-m"]
     command = [
         sys.executable,
-        "-m",
-        "tunesmith",
+        *runner,
+        *([] if args.emulate else ["tunesmith"]),
         "train",
         str(CONFIG),
         f"train.precision={args.precision}",
@@ -69,8 +76,8 @@ def main() -> None:
             }
         )
     )
-    title = f"MRPC with the defaults, {m['precision']}"
-    print(log.save(f"mrpc_quality_{m['precision']}", title))
+    kind = m["precision"] + ("-emulated" if args.emulate else "")
+    print(log.save(f"mrpc_quality_{kind}", f"MRPC with the defaults, {kind}"))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,17 @@ def score_tolerance(precision: str) -> float:
     significant bits: 2^-7; fp16 11: 2^-10)."""
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return 1e-4 + (4 * torch.finfo(dtype).eps if dtype != torch.float32 else 0.0)
+
+
+@contextmanager
+def own_caches(root: Path) -> Iterator[None]:
+    """Caches under `root` for a module-scoped fixture, which runs before the autouse fixture
+    below has set the test's own."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_DATASETS_CACHE", str(root / "caches" / "datasets"))
+        mp.setenv("TUNESMITH_CACHE_DIR", str(root / "caches" / "tunesmith"))
+        mp.setenv("TOKENIZERS_PARALLELISM", "false")
+        yield
 
 
 @pytest.fixture(autouse=True)

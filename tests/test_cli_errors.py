@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import sentiment_rows, write_csv
+from conftest import own_caches, sentiment_rows, write_csv
 
 from tunesmith.cli import main
 
@@ -262,9 +262,7 @@ def pair_run(tiny_model, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("pairs")
     train = write_csv(root / "train.csv", pair_rows(40, seed=3))
-    with pytest.MonkeyPatch.context() as mp:  # module scope: conftest's autouse caches not yet set
-        mp.setenv("HF_DATASETS_CACHE", str(root / "caches" / "datasets"))
-        mp.setenv("TUNESMITH_CACHE_DIR", str(root / "caches" / "tunesmith"))
+    with own_caches(root):
         args = [f"model={tiny_model}", f"data.train={train}", "train.max_steps=2"]
         assert main(["train", *args, f"output_dir={root / 'run'}"]) == 0
     return root / "run"

@@ -162,7 +162,8 @@ def test_inference_runs_where_and_in_what_training_would_pick(monkeypatch):
     fp32 = hardware.inference_placement("fp32")
     with fp32.autocast():
         assert not torch.is_autocast_enabled("cpu")
-    assert hardware.inference_placement("int8").precision == "int8"
+    int8 = hardware.inference_placement("int8")
+    assert int8.precision == "int8" and "avx512_bf16: auto's bf16 is faster" in int8.reason
     with pytest.raises(UserError, match="use one of auto, fp32, bf16, fp16, int8"):
         hardware.inference_placement("int4")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import sentiment_rows, write_csv
+from conftest import own_caches, sentiment_rows, write_csv
 
 from tunesmith.cli import main
 from tunesmith.errors import UserError
@@ -24,11 +24,7 @@ HEADINGS = list(SECTIONS.values())
 @pytest.fixture(scope="module")
 def isolated_caches(tmp_path_factory):
     """conftest's cache isolation, for module-scoped fixtures (built before its autouse one)."""
-    cache = tmp_path_factory.getbasetemp() / "caches"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_DATASETS_CACHE", str(cache / "datasets"))
-        mp.setenv("TUNESMITH_CACHE_DIR", str(cache / "tunesmith"))
-        mp.setenv("TOKENIZERS_PARALLELISM", "false")
+    with own_caches(tmp_path_factory.getbasetemp()):
         yield
 
 

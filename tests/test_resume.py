@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import sentiment_rows, write_csv
+from conftest import own_caches, sentiment_rows, write_csv
 from safetensors.torch import load_file
 
 from tunesmith import checkpoint
@@ -84,9 +84,7 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
 def reference(tiny_model, data, tmp_path_factory) -> Path:
     """The uninterrupted run every interrupted one must end up equal to: trained once."""
     out = tmp_path_factory.mktemp("uninterrupted") / "run"
-    with pytest.MonkeyPatch.context() as mp:  # module scope: conftest's autouse caches not yet set
-        mp.setenv("HF_DATASETS_CACHE", str(out.parent / "caches" / "datasets"))
-        mp.setenv("TUNESMITH_CACHE_DIR", str(out.parent / "caches" / "tunesmith"))
+    with own_caches(out.parent):
         assert main(train_args(tiny_model, data, out)) == 0
     return out
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from conftest import FILLER, NEGATIVE, POSITIVE, sentiment_rows, write_csv
+from conftest import FILLER, NEGATIVE, POSITIVE, own_caches, sentiment_rows, write_csv
 
 from tunesmith import hardware
 from tunesmith.cli import build_parser, main
@@ -34,9 +34,7 @@ def run_dir(tiny_model, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("serve")
     train = write_csv(root / "train.csv", sentiment_rows(64, seed=1))
     validation = write_csv(root / "validation.csv", sentiment_rows(16, seed=2))
-    with pytest.MonkeyPatch.context() as mp:  # module scope: conftest's autouse caches not yet set
-        mp.setenv("HF_DATASETS_CACHE", str(root / "caches" / "datasets"))
-        mp.setenv("TUNESMITH_CACHE_DIR", str(root / "caches" / "tunesmith"))
+    with own_caches(root):
         args = [f"model={tiny_model}", f"data.train={train}", f"data.validation={validation}"]
         # A large step moves the scores well away from ties, so equal labels are a fair test.
         args += ["train.max_steps=2", "train.learning_rate=5e-3", f"output_dir={root / 'run'}"]

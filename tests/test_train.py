@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import score_tolerance, sentiment_rows, write_csv
+from conftest import own_caches, score_tolerance, sentiment_rows, write_csv
 from transformers import pipeline
 
 from tunesmith import api, hardware
@@ -46,9 +46,7 @@ def learned(tiny_model, tmp_path_factory) -> tuple[Path, Path, dict]:
     root = tmp_path_factory.mktemp("learned")
     train = write_csv(root / "train.csv", sentiment_rows(240, seed=1))
     validation = write_csv(root / "validation.csv", sentiment_rows(60, seed=2))
-    with pytest.MonkeyPatch.context() as mp:  # module scope: conftest's autouse caches not yet set
-        mp.setenv("HF_DATASETS_CACHE", str(root / "caches" / "datasets"))
-        mp.setenv("TUNESMITH_CACHE_DIR", str(root / "caches" / "tunesmith"))
+    with own_caches(root):
         result = run_train(tiny_model, train, validation, root / "run", *LEARN)
     return validation, root / "run", result
 

@@ -149,6 +149,10 @@ def inference_placement(requested: str) -> Placement:
                 "precision int8 quantizes for CPUs; on a GPU use auto (bf16 or fp16), or "
                 "hide the GPU with CUDA_VISIBLE_DEVICES="
             )
-        return Placement(torch.device("cpu"), "int8", "precision=int8 was asked for")
+        reason = "precision=int8 was asked for"
+        native = [f for f in NATIVE_BF16_CPU_FLAGS if f in cpu_flags()]
+        if native:  # int8 pays on AVX2; where bf16 is native it was the slower of the two
+            reason += f"; this CPU has {', '.join(native)}: auto's bf16 is faster and more exact"
+        return Placement(torch.device("cpu"), "int8", reason)
     precision, reason = choose_precision(requested, use_cuda)
     return Placement(torch.device("cuda" if use_cuda else "cpu"), precision, reason)
