@@ -4,6 +4,7 @@ handled by all of them together."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -74,7 +75,16 @@ def causal_lm_case(tiny_model: Path):
     return model, task, batch
 
 
-@pytest.mark.parametrize("case", [classification_case, masked_lm_case, causal_lm_case])
+def weighted_classification_case(tiny_model: Path):
+    """Class weights make rows weigh unequally, as the classes of skewed data are meant to."""
+    model, task, batch = classification_case(tiny_model)
+    return model, dataclasses.replace(task, class_weights=(0.3, 2.5)), batch
+
+
+@pytest.mark.parametrize(
+    "case",
+    [classification_case, weighted_classification_case, masked_lm_case, causal_lm_case],
+)
 def test_unequal_micro_batches_give_the_gradient_of_one_batch(case, tiny_model):
     AcceleratorState._reset_state()
     accelerator = Accelerator(cpu=True)

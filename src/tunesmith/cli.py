@@ -1,5 +1,5 @@
-"""`tunesmith train | evaluate | predict | serve | demo | report | runs`: thin commands over the
-Python API."""
+"""`tunesmith train | evaluate | predict | fill-mask | generate | serve | demo | report | runs`:
+thin commands over the Python API. Results go to stdout, everything else to stderr."""
 
 from __future__ import annotations
 

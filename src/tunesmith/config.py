@@ -118,8 +118,11 @@ class TrainConfig:
     # Token budget of an evaluation batch (evaluation sorts rows by length); unset: 2,048 on
     # CPUs, where a layer's activations then stay in cache, 8,192 on GPUs.
     eval_max_tokens_per_batch: int | None = None
-    # On a NaN/inf loss: stop (naming the step and rows) or skip that micro-batch and count it.
+    # On a NaN/inf loss: stop (naming the step and rows) or skip that optimizer step and count it.
     on_nonfinite_loss: str = "stop"
+    # Class weights in a classifier's loss, for skewed classes: none; balanced (each class
+    # weighs rows / (classes x its rows)); or {name: weight}, unnamed classes weighing 1.
+    class_weights: dict[str, float] | str | None = None
 
 
 @dataclass
@@ -221,8 +224,18 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         nulls = ("null",) if key == "data.text_pair_column" else ("none", "null")
         if value is None or (isinstance(value, str) and value.lower() in nulls):
             return None
-        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        kinds = [a for a in typing.get_args(tp) if a is not type(None)]
+        # `dict[str, float] | str`: the mapping when a mapping was given, else the name.
+        tp = kinds[0] if isinstance(value, dict) or len(kinds) == 1 else kinds[-1]
     origin = typing.get_origin(tp)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key} must be a mapping, got {value!r}")
+        key_type, value_type = typing.get_args(tp)
+        return {
+            _coerce(key, k, key_type): _coerce(f"{key}.{k}", v, value_type)
+            for k, v in value.items()
+        }
     if origin is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
@@ -300,6 +313,13 @@ def _validate(cfg: Config) -> list[str]:
         problems.append(f"train.precision must be one of {', '.join(PRECISIONS)}")
     if t.on_nonfinite_loss not in ("stop", "skip"):
         problems.append("train.on_nonfinite_loss must be stop or skip")
+    if isinstance(t.class_weights, str) and t.class_weights != "balanced":
+        problems.append(
+            f"train.class_weights must be none, balanced or {{class: weight}}, got "
+            f"{t.class_weights!r}"
+        )
+    if isinstance(t.class_weights, dict) and not all(w > 0 for w in t.class_weights.values()):
+        problems.append("train.class_weights: every weight must be > 0")
     if t.report_to not in (None, "tensorboard"):
         problems.append(f"train.report_to must be tensorboard or none, got {t.report_to!r}")
     elif t.report_to and importlib.util.find_spec("tensorboard") is None:

@@ -520,18 +520,19 @@ def accumulate_window(
 ) -> tuple[float, NonFinite | None]:
     """Forward and backward each micro-batch of one optimizer step, leaving the step's gradient
     in `.grad`. Each micro-batch's mean loss is weighted by its share of the loss items (rows,
-    predicted tokens) of the whole window on all processes, so the gradient is the one a single
-    batch of all those rows would give, however unequal the micro-batches. Returns the window's
-    loss (the mean over those items) and None; or, when a loss was NaN/inf on any process, NaN
-    and where: every process stops at that micro-batch, and the caller drops the gradients."""
+    their class weights, predicted tokens) of the whole window on all processes, so the gradient
+    is the one a single batch of all those rows would give, however unequal the micro-batches.
+    Returns the window's loss (the mean over those items) and None; or, when a loss was NaN/inf
+    on any process, NaN and where: every process stops at that micro-batch, and the caller drops
+    the gradients."""
     items = [task.loss_items(batch) for batch in window]
-    total = max(_summed(accelerator, sum(items))[0], 1)
+    total = _summed(accelerator, sum(items))[0] or 1.0  # 0 when nothing is predicted at all
     window_loss = 0.0
     for i, (batch, count) in enumerate(zip(window, items, strict=True)):
         last = i == len(window) - 1
         # Gradients stay on this process until the window's last backward all-reduces them.
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            loss = model(**batch).loss
+            loss = task.loss(model, batch)
             if count == 0:  # nothing predicted here: the mean is 0/0, and the weight 0 anyway
                 loss = _zero_loss(model)
             # One all-reduce: how many processes saw a NaN/inf loss (all must then take the same

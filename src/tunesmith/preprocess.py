@@ -19,7 +19,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith import data
-from tunesmith.config import LANGUAGE_MODEL_TASKS, Config, DataConfig, LanguageModelConfig
+from tunesmith.config import LANGUAGE_MODEL_TASKS, Config, DataConfig
 from tunesmith.tasks import LanguageModeling, SequenceClassification, Task
 
 
@@ -70,22 +70,15 @@ def tokenize_cached(
     return tokenized, hit
 
 
-def task_splits(
-    d: DataConfig,
-    seed: int,
-    task: str = "auto",
-    label_names: list[str] | None = None,
-    lm: LanguageModelConfig | None = None,
-) -> tuple[dict[str, Dataset], Task]:
+def task_splits(cfg: Config) -> tuple[dict[str, Dataset], Task]:
     """Raw files -> the task's checked columns (and labels) -> held-out validation -> samples.
     Training and the run report both call this, so they always see the same rows."""
+    d = cfg.data
     splits = data.load_splits(d)
     sources = {name: getattr(d, name) or f"data.dataset={d.dataset}[{name}]" for name in splits}
-    kind = LanguageModeling if task in LANGUAGE_MODEL_TASKS else SequenceClassification
-    splits, found = kind.from_splits(
-        splits, sources, d, task, label_names, lm or LanguageModelConfig()
-    )
-    return _held_out_and_sampled(splits, d, seed, found.stratify_column), found
+    kind = LanguageModeling if cfg.task in LANGUAGE_MODEL_TASKS else SequenceClassification
+    splits, task = kind.from_splits(splits, sources, cfg)
+    return _held_out_and_sampled(splits, d, cfg.train.seed, task.stratify_column), task
 
 
 def _held_out_and_sampled(
@@ -111,7 +104,7 @@ def prepare_data(
 ) -> PreparedData:
     """Splits, tokenized through the on-disk cache, plus a summary for metrics.json."""
     d = cfg.data
-    splits, task = task_splits(d, cfg.train.seed, cfg.task, cfg.label_names, cfg.lm)
+    splits, task = task_splits(cfg)
     task.prepare_tokenizer(tokenizer)
     cache_dir = Path(d.cache_dir or default_cache_dir() / "tokenized").expanduser()
     tokenized, hits = {}, []

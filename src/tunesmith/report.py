@@ -72,15 +72,18 @@ class Splits:
 
 def load_splits(run: Run) -> Splits:
     """The run's labelled splits, made by the very function training used."""
-    from tunesmith.config import DataConfig, TrainConfig
+    from tunesmith.config import Config, DataConfig, TrainConfig
     from tunesmith.preprocess import task_splits
 
+    # Field by field, not through config validation: a run's config.yaml stays readable when
+    # config keys change later.
     known = {f.name for f in fields(DataConfig)}
     d = DataConfig(**{k: v for k, v in run.config.get("data", {}).items() if k in known})
-    seed = run.config.get("train", {}).get("seed", TrainConfig.seed)
-    splits, task = task_splits(
-        d, seed, run.config.get("task", "auto"), run.config.get("label_names")
-    )
+    t = run.config.get("train", {})
+    train = TrainConfig(seed=t.get("seed", TrainConfig.seed), class_weights=t.get("class_weights"))
+    task = run.config.get("task", "auto")
+    cfg = Config(task=task, label_names=run.config.get("label_names"), data=d, train=train)
+    splits, task = task_splits(cfg)
     kept = {n: splits[n] for n in ("train", "validation", "test") if n in splits}
     return Splits(kept, task.columns)
 

@@ -21,8 +21,8 @@ from tunesmith.tasks.language_modeling import LanguageModeling
 @runtime_checkable
 class Task(Protocol):
     """What preprocessing and the engine ask of a task. Each class also has a classmethod
-    `from_splits(splits, sources, data_config, task, label_names, lm)` that finds and checks
-    the columns (and decides the labels) on raw splits and returns them with the task."""
+    `from_splits(splits, sources, config)` that finds and checks the columns (and decides the
+    labels) on raw splits and returns them with the task."""
 
     kind: str  # the task's name in metrics.json and the exported tunesmith.json
     columns: Columns
@@ -59,7 +59,9 @@ class Task(Protocol):
 
     def eval_collator(self, tokenizer: PreTrainedTokenizerBase, pad_multiple: int) -> Any: ...
 
-    def loss_items(self, batch: dict[str, torch.Tensor]) -> int: ...
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def loss_items(self, batch: dict[str, torch.Tensor]) -> float: ...
 
     def evaluate_share(
         self,

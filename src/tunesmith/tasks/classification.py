@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from datasets import ClassLabel, Dataset, Value
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from tunesmith import data, metrics
-from tunesmith.config import DataConfig, LanguageModelConfig
+from tunesmith.config import Config
 from tunesmith.data import Columns
 from tunesmith.errors import UserError
 from tunesmith.inference import infer_logits
@@ -55,6 +56,29 @@ def _reject_empty_labels(values: list, column: str, source: str) -> None:
             f"{source}: column {column} has {len(missing)} empty label(s) (rows {_rows(missing)}); "
             f"fill or remove those rows"
         )
+
+
+def class_weights(
+    setting: dict[str, float] | str | None, labels: LabelSpec, train_ids: list[int]
+) -> tuple[float, ...] | None:
+    """train.class_weights as one weight per class id: balanced gives each class
+    rows / (classes x its rows), as scikit-learn's "balanced" does; a mapping names classes."""
+    if setting is None:
+        return None
+    if labels.kind != "classification":
+        raise UserError("train.class_weights weighs classes; these labels are a regression")
+    if setting == "balanced":
+        counts = np.bincount(np.asarray(train_ids), minlength=labels.num_labels)
+        total = counts.sum()
+        # A class with no training row never enters the loss; its weight does not matter.
+        return tuple(float(total / (len(counts) * c)) if c else 1.0 for c in counts)
+    unknown = [name for name in setting if name not in labels.names]
+    if unknown:
+        raise UserError(
+            f"train.class_weights names {', '.join(map(repr, unknown))}, not among the classes "
+            f"{', '.join(labels.names)}"
+        )
+    return tuple(float(setting.get(name, 1.0)) for name in labels.names)
 
 
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -174,6 +198,7 @@ class SequenceClassification:
 
     columns: Columns
     labels: LabelSpec
+    class_weights: tuple[float, ...] | None = None  # per class id, in the loss; None: all 1
 
     # Unless train.freeze_word_embeddings says otherwise: the step is faster, accuracy the same.
     freeze_word_embeddings = True
@@ -186,27 +211,26 @@ class SequenceClassification:
 
     @classmethod
     def from_splits(
-        cls,
-        splits: dict[str, Dataset],
-        sources: dict[str, str],
-        d: DataConfig,
-        task: str,
-        label_names: list[str] | None,
-        lm: LanguageModelConfig,
+        cls, splits: dict[str, Dataset], sources: dict[str, str], cfg: Config
     ) -> tuple[dict[str, Dataset], SequenceClassification]:
         """The text and label columns found on every split and their cells checked; labels
-        decided from train (classes or regression) and encoded in every split."""
+        decided from train (classes or regression) and encoded in every split; class weights
+        resolved against the training labels."""
+        d = cfg.data
         columns = data.detect_columns(splits["train"], d, sources["train"])
         checked = {}
         for name, ds in splits.items():
             data.detect_columns(ds, d, sources[name])  # the same columns in every split
             checked[name] = data.check_texts(ds, columns, sources[name], d.drop_empty)
-        labels = infer_labels(checked["train"], columns.label, task, label_names, sources["train"])
+        labels = infer_labels(
+            checked["train"], columns.label, cfg.task, cfg.label_names, sources["train"]
+        )
         encoded = {
             name: encode_labels(ds, columns.label, labels, sources[name])
             for name, ds in checked.items()
         }
-        return encoded, cls(columns, labels)
+        weights = class_weights(cfg.train.class_weights, labels, encoded["train"]["labels"])
+        return encoded, cls(columns, labels, weights)
 
     @property
     def stratify_column(self) -> str | None:
@@ -219,7 +243,11 @@ class SequenceClassification:
 
     def describe(self) -> str:
         names = f", labels {list(self.labels.names)}" if self.labels.names else ""
-        return f"{self.labels.kind}{names}"
+        weights = ""
+        if self.class_weights is not None:
+            pairs = zip(self.labels.names, self.class_weights, strict=True)
+            weights = ", class weights {" + ", ".join(f"{n}: {w:.3g}" for n, w in pairs) + "}"
+        return f"{self.labels.kind}{names}{weights}"
 
     def meta(self) -> dict[str, Any]:
         """What `tunesmith.json` in the exported folder says about the inputs."""
@@ -260,9 +288,21 @@ class SequenceClassification:
             )
         return found
 
-    def loss_items(self, batch: dict[str, torch.Tensor]) -> int:
-        """What the model's loss is a mean over: the rows."""
-        return len(batch["labels"])
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's own loss; with class weights, cross-entropy weighted by the row's class
+        (PyTorch's weighted mean: the sum of weighted losses over the sum of the weights)."""
+        if self.class_weights is None:
+            return model(**batch).loss
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        weight = torch.tensor(self.class_weights, device=logits.device)
+        return F.cross_entropy(logits.float(), batch["labels"], weight=weight)
+
+    def loss_items(self, batch: dict[str, torch.Tensor]) -> float:
+        """What the loss is a mean over: the rows, or with class weights their summed weight."""
+        if self.class_weights is None:
+            return len(batch["labels"])
+        weight = torch.tensor(self.class_weights, device=batch["labels"].device)
+        return float(weight[batch["labels"]].sum())
 
     def evaluate_share(
         self,

@@ -30,7 +30,7 @@ from transformers import (
 
 from tunesmith import data
 from tunesmith.batching import TokenBudgetBatchSampler, rank_passes
-from tunesmith.config import DataConfig, LanguageModelConfig
+from tunesmith.config import Config, LanguageModelConfig
 from tunesmith.data import TEXT_COLUMNS, Columns
 from tunesmith.errors import UserError
 from tunesmith.inference import model_inputs
@@ -61,16 +61,11 @@ class LanguageModeling:
 
     @classmethod
     def from_splits(
-        cls,
-        splits: dict[str, Dataset],
-        sources: dict[str, str],
-        d: DataConfig,
-        task: str,
-        label_names: list[str] | None,
-        lm: LanguageModelConfig,
+        cls, splits: dict[str, Dataset], sources: dict[str, str], cfg: Config
     ) -> tuple[dict[str, Dataset], LanguageModeling]:
         """The text (prompt/completion, or chat) columns found on every split, alike, and their
         cells checked."""
+        d, task = cfg.data, cfg.task
         columns, chat = find_columns(splits["train"], task, d.text_column, sources["train"])
         checked = {}
         for name, ds in splits.items():
@@ -81,7 +76,7 @@ class LanguageModeling:
                 checked[name] = ds
             else:
                 checked[name] = data.check_texts(ds, columns, sources[name], d.drop_empty)
-        return checked, cls(task, columns, lm, chat)
+        return checked, cls(task, columns, cfg.lm, chat)
 
     @property
     def cuts_into_blocks(self) -> bool:
@@ -193,6 +188,10 @@ class LanguageModeling:
         masked = ds.map(mask, batched=True, batch_size=256, desc="masking validation")
         drop = [c for c in ("offset_mapping", "special_tokens_mask") if c in ds.column_names]
         return masked.remove_columns(drop)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's own: cross-entropy over the predicted tokens."""
+        return model(**batch).loss
 
     def loss_items(self, batch: dict[str, torch.Tensor]) -> int:
         """What the model's loss is a mean over: the predicted tokens (a causal model predicts
