@@ -59,6 +59,7 @@ def tiny_model(tmp_path_factory) -> Path:
         intermediate_size=64,
         max_position_embeddings=64,
     )
+    torch.manual_seed(0)  # the same weights in every session, whatever ran before
     BertForMaskedLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

@@ -194,13 +194,15 @@ def write_predictions(records: list[dict], out: str | None) -> None:
     tmp = Path(out + ".tmp")
     if Path(out).suffix.lower() == ".csv":
         names = next((list(r["scores"]) for r in records if r.get("scores")), [])
-        ids = [k for k in records[0] if k not in ("label", "scores")] if records else []
+        ids = [k for k in records[0] if k not in ("label", "labels", "scores")] if records else []
         with tmp.open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow([*ids, "label", *(f"score_{n}" for n in names)])
             for r in records:
                 scores = r.get("scores") or {}
-                writer.writerow([*(r[k] for k in ids), r["label"], *(scores.get(n) for n in names)])
+                # Multi-label: the labels above their thresholds, joined by ";".
+                label = ";".join(r["labels"]) if r.get("labels") is not None else r.get("label")
+                writer.writerow([*(r[k] for k in ids), label, *(scores.get(n) for n in names)])
     else:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     tmp.replace(out)

@@ -42,8 +42,13 @@ class DataConfig:
     text_column: str | None = None
     # Second text column for sentence pairs; detected when unset, `none` for single sentences.
     text_pair_column: str | None = None
-    # Label column; detected (label, labels, sentiment, score, target, ...) when unset.
+    # Label column; detected (label, labels, sentiment, score, target, ...) when unset. A column
+    # of lists (JSON lists in a CSV too) means several labels per text (multi-label).
     label_column: str | None = None
+    # Multi-label from a delimited string column, e.g. `;` for `billing;urgent`.
+    label_delimiter: str | None = None
+    # Multi-label from 0/1 columns, one per label, e.g. [toxic, obscene, threat].
+    label_columns: list[str] | None = None
     # Share of train held out for validation when no validation split exists (stratified).
     validation_fraction: float = 0.1
     # Tokens per example after truncation.
@@ -378,6 +383,12 @@ def _validate(cfg: Config) -> list[str]:
             "lora.merge=false exports an adapter folder that only causal-lm loads back (with "
             "its labels lost otherwise); keep lora.merge=true"
         )
+    if d.label_columns is not None and (len(d.label_columns) < 2 or d.label_delimiter):
+        problems.append(
+            "data.label_columns needs two or more 0/1 columns and no data.label_delimiter"
+        )
+    if d.label_delimiter == "":
+        problems.append("data.label_delimiter must not be empty")
     if cfg.task in LANGUAGE_MODEL_TASKS and cfg.label_names:
         problems.append(f"label_names has no meaning for task={cfg.task}; remove it")
     if t.weight_decay < 0 or t.max_grad_norm < 0:

@@ -642,13 +642,21 @@ def finish(
             f"the model's outputs are NaN/inf after step {progress.step} and no evaluation was "
             f"finite, so nothing is exported; lower train.learning_rate or check the data"
         )
+    # What the task learns from validation after training (multi-label thresholds): the test
+    # split, the export, predict and serve use it.
+    task = run.data.task = task.fitted(run.data.validation, evaluation)
     result = {
         "validation": evaluation.scores,
         "best_step": progress.best_step,
         "metric_for_best": run.metric,
     }
+    if evaluation.details:
+        result["validation_details"] = evaluation.details
     if run.data.test is not None:
-        result["test"] = run.evaluate(run.data.test).scores
+        test = run.evaluate(run.data.test)
+        result["test"] = test.scores
+        if test.details:
+            result["test_details"] = test.details
     totals = torch.tensor([progress.samples, progress.real_tokens], device=accelerator.device)
     samples, real_tokens = (int(x) for x in accelerator.reduce(totals, reduction="sum").tolist())
     seconds = max(progress.train_seconds, 1e-9)

@@ -14,14 +14,22 @@ import numpy as np
 LOWER_IS_BETTER = frozenset({"mse", "loss", "perplexity"})
 
 
+# Multi-label: the decision thresholds tried per label, and how many positive validation rows a
+# label needs before it gets its own (rarer ones take the one threshold best for all labels).
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
+MIN_POSITIVES_TO_TUNE = 5
+
+
 @dataclass
 class Evaluation:
     """A split's scores; `finite` is False when the model's outputs were NaN/inf (such a model
-    is never picked or exported); `logits` are the per-row outputs where a task has them."""
+    is never picked or exported); `logits` are the per-row outputs where a task has them;
+    `details` what metrics.json shows beside the scores (per-label figures)."""
 
     scores: dict[str, float]
     finite: bool
     logits: np.ndarray | None = None
+    details: dict | None = None
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict:
@@ -48,6 +56,57 @@ def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
         "spearman": 0.0 if constant else float(stats.spearmanr(labels, predictions)[0]),
         "mse": float(skm.mean_squared_error(labels, predictions)),
     }
+
+
+def multi_label_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
+    """Micro-, macro- and samples-averaged F1 and subset accuracy (every label of a row right)
+    of 0/1 matrices, rows x labels."""
+    from sklearn import metrics as skm
+
+    def f1(average: str, empty: float = 0.0) -> float:
+        return float(skm.f1_score(labels, predictions, average=average, zero_division=empty))
+
+    return {
+        "micro_f1": f1("micro"),
+        "macro_f1": f1("macro"),
+        # A row with no label, predicted with none, is right: F1 1, not sklearn's default 0.
+        "samples_f1": f1("samples", empty=1.0),
+        "subset_accuracy": float(skm.accuracy_score(labels, predictions)),
+    }
+
+
+def per_label(labels: np.ndarray, predictions: np.ndarray, names: list[str]) -> dict:
+    """Each label's precision, recall, F1 and support (its positive rows)."""
+    from sklearn import metrics as skm
+
+    p, r, f, support = skm.precision_recall_fscore_support(
+        labels, predictions, average=None, zero_division=0
+    )
+    return {
+        name: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(names)
+    }
+
+
+def tune_thresholds(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per label, the grid threshold with the best F1 on these rows; labels with fewer than
+    MIN_POSITIVES_TO_TUNE positives take the single threshold with the best micro-F1."""
+    labels = labels.astype(bool)
+    above = probabilities[:, :, None] >= THRESHOLD_GRID[None, None, :]  # rows x labels x grid
+    tp = (above & labels[:, :, None]).sum(0)
+    fp = (above & ~labels[:, :, None]).sum(0)
+    fn = (~above & labels[:, :, None]).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.nan_to_num(2 * tp / (2 * tp + fp + fn))
+        micro = np.nan_to_num(2 * tp.sum(0) / (2 * tp.sum(0) + fp.sum(0) + fn.sum(0)))
+    overall = THRESHOLD_GRID[micro.argmax()]
+    tuned = THRESHOLD_GRID[f1.argmax(1)]
+    return np.where(labels.sum(0) >= MIN_POSITIVES_TO_TUNE, tuned, overall)
 
 
 def majority_baseline(train_labels: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:

@@ -22,7 +22,7 @@ from tunesmith.inference import infer_logits
 from tunesmith.models import load_sequence_classifier
 from tunesmith.runfolder import read_meta, resolve_model_dir
 from tunesmith.tasks import LabelSpec, SequenceClassification
-from tunesmith.tasks.classification import encode_labels
+from tunesmith.tasks.classification import encode_split
 
 
 def quantize_int8(model: torch.nn.Module) -> None:
@@ -69,8 +69,18 @@ class Predictor:
         if config.problem_type == "regression":
             self.labels = LabelSpec("regression")
         else:
-            names = [config.id2label[i] for i in range(config.num_labels)]
-            self.labels = LabelSpec("classification", tuple(names))
+            names = tuple(config.id2label[i] for i in range(config.num_labels))
+            multi = config.problem_type == "multi_label_classification"
+            self.labels = LabelSpec("multi_label" if multi else "classification", names)
+        # Multi-label: the thresholds tuned on validation (0.5 for a folder without them, never
+        # tuned on the data being evaluated) and how the labels were given, for evaluate.
+        thresholds = self.meta.get("thresholds") or dict.fromkeys(self.labels.names, 0.5)
+        multi = self.labels.kind == "multi_label"
+        self.thresholds = tuple(thresholds[n] for n in self.labels.names) if multi else None
+        self.label_format = DataConfig(
+            label_delimiter=self.meta.get("label_delimiter"),
+            label_columns=self.meta.get("label_columns"),
+        )
         self.max_length = int(self.meta.get("max_length", 512))
         self.max_tokens = max(
             hardware.inference_tokens_per_batch(self.placement.device.type), self.max_length
@@ -94,6 +104,7 @@ class Predictor:
             cfg = DataConfig(text_pair_column=single)  # a file with other column names: detect
         label = self.meta.get("label_column")
         cfg.label_column = label if label in names else None
+        need_label = need_label and not self.label_format.label_columns  # 0/1 columns instead
         try:
             columns = data.detect_columns(ds, cfg, source, need_label=need_label)
         except UserError:
@@ -107,11 +118,13 @@ class Predictor:
             )
         return columns
 
+    def task(self, columns: data.Columns) -> SequenceClassification:
+        return SequenceClassification(columns, self.labels, thresholds=self.thresholds)
+
     def logits(self, ds: Dataset, columns: data.Columns) -> np.ndarray:
         """Logits for every row of `ds`, in input order."""
-        task = SequenceClassification(columns, self.labels)
         tokenized = ds.map(
-            task.tokenize_function(self.tokenizer, self.max_length),
+            self.task(columns).tokenize_function(self.tokenizer, self.max_length),
             batched=True,
             remove_columns=ds.column_names,
             # Without a fingerprint, datasets hashes the function and the tokenizer it holds:
@@ -129,8 +142,7 @@ class Predictor:
     def predict(self, ds: Dataset, source: str = "input") -> list[dict[str, Any]]:
         columns = self.columns_for(ds, source, need_label=False)
         ds = data.check_texts(ds, columns, source, drop_empty=False)
-        task = SequenceClassification(columns, self.labels)
-        return task.format_predictions(self.logits(ds, columns))
+        return self.task(columns).format_predictions(self.logits(ds, columns))
 
     def predict_texts(self, texts: list[str], pairs: list[str] | None = None) -> list[dict]:
         rows = {"text": texts} if pairs is None else {"text": texts, "text_pair": pairs}
@@ -153,23 +165,23 @@ class Predictor:
         records = [dict(zip(("text", "text_pair"), p, strict=False)) for p in parts]
         filled = [i for i, p in enumerate(parts) if all(t.strip() for t in p)]
         columns = {key: [records[i][key] for i in filled] for key in records[filled[0]]}
-        predictions = self.predict(Dataset.from_dict(columns), "stdin")
-        for i, prediction in zip(filled, predictions, strict=True):
-            records[i].update(prediction)
-        for record in records:
-            record.setdefault("label", None)
-            record.setdefault("scores", None)
-            if record["label"] is None:
-                record["error"] = "empty text: nothing to predict"
-        return [{"line": i + 1, **r} for i, r in enumerate(records)]
+        predictions = dict(
+            zip(filled, self.predict(Dataset.from_dict(columns), "stdin"), strict=True)
+        )
+        empty = {"label": None, "scores": None, "error": "empty text: nothing to predict"}
+        return [
+            {"line": i + 1, **record, **predictions.get(i, empty)}
+            for i, record in enumerate(records)
+        ]
 
     def evaluate(self, ds: Dataset, source: str = "input") -> dict[str, float]:
         columns = self.columns_for(ds, source, need_label=True)
         ds = data.check_texts(ds, columns, source, drop_empty=False)
-        ds = encode_labels(ds, columns.label, self.labels, source)
-        task = SequenceClassification(columns, self.labels)
-        logits = self.logits(ds, columns)
-        return {"rows": len(ds), **task.compute_metrics(logits, np.asarray(ds["labels"]))}
+        ds = encode_split(ds, columns, self.labels, self.label_format, source)
+        scores = self.task(columns).compute_metrics(
+            self.logits(ds, columns), np.asarray(ds["labels"])
+        )
+        return {"rows": len(ds), **scores}
 
 
 class FillMasker:

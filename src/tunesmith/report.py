@@ -112,8 +112,14 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if out_path.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out {out_path}: give an .html file (its figures go to a folder beside)")
     figures = Figures(out_path.with_suffix(""))
-    if run.metrics.get("data", {}).get("task") in ("masked-lm", "causal-lm"):
+    task = run.metrics.get("data", {}).get("task")
+    if task in ("masked-lm", "causal-lm"):
         return _write_page(run, out_path, _language_model_body(run, figures))
+    if task == "multi_label":
+        raise UserError(
+            f"{run.path}: a multi-label run; its report page is not built yet: metrics.json "
+            f"holds each label's threshold, precision, recall and F1 (validation_details)"
+        )
     predictor = Predictor(run.path)
     try:
         splits, data_problem = load_splits(run), None

@@ -79,7 +79,12 @@ class PredictRequest(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: str | float = Field(description="the class name (the value, for a regression model)")
+    label: str | float | None = Field(
+        default=None, description="the class name (the value, for a regression model)"
+    )
+    labels: list[str] | None = Field(
+        default=None, description="multi-label models: every label at or above its threshold"
+    )
     scores: dict[str, float] = Field(description="every class's probability ('score' alone)")
 
 
@@ -136,7 +141,7 @@ class Health(BaseModel):
 
 
 class Info(BaseModel):
-    task: Literal["classification", "regression", "masked-lm", "causal-lm"]
+    task: Literal["classification", "multi_label", "regression", "masked-lm", "causal-lm"]
     labels: list[str] = Field(description="class names in id order (empty for regression)")
     model_path: str
     device: str = Field(description="where the model runs: cpu or cuda")
@@ -373,7 +378,7 @@ def create_app(
     if batcher is not None:
         endpoint = "/predict"
 
-        @app.post(endpoint, responses=problems)
+        @app.post(endpoint, responses=problems, response_model_exclude_none=True)
         async def predict(body: PredictRequest) -> PredictResponse:
             """Label texts or text pairs; concurrent requests share model calls."""
             texts = [i.text for i in body.inputs]

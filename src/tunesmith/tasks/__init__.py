@@ -78,5 +78,7 @@ class Task(Protocol):
 
     def plots(self, ds: Dataset, evaluation: Evaluation, output_dir: Path) -> None: ...
 
+    def fitted(self, ds: Dataset, evaluation: Evaluation) -> Task: ...
+
 
 __all__ = ["LabelSpec", "LanguageModeling", "SequenceClassification", "Task"]

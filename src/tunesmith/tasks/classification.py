@@ -6,6 +6,7 @@ cross-entropy, regression with one output and mean squared error (`problem_type=
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -19,28 +20,29 @@ from datasets import ClassLabel, Dataset, Value
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from tunesmith import data, metrics
-from tunesmith.config import Config
+from tunesmith.config import Config, DataConfig
 from tunesmith.data import Columns
 from tunesmith.errors import UserError
 from tunesmith.inference import infer_logits
 from tunesmith.metrics import Evaluation
 from tunesmith.models import load_sequence_classifier
+from tunesmith.tasks import multi_label
 
 
 @dataclass(frozen=True)
 class LabelSpec:
-    """What the label column holds: class names in id order, or floats (regression)."""
+    """What the labels are: one class of `names` per row, several (multi_label), or a float."""
 
-    kind: str  # "classification" or "regression"
+    kind: str  # "classification", "multi_label" or "regression"
     names: tuple[str, ...] = ()
 
     @property
     def num_labels(self) -> int:
-        return len(self.names) if self.kind == "classification" else 1
+        return 1 if self.kind == "regression" else len(self.names)
 
     @property
     def id2label(self) -> dict[int, str]:
-        return dict(enumerate(self.names)) if self.kind == "classification" else {0: "score"}
+        return {0: "score"} if self.kind == "regression" else dict(enumerate(self.names))
 
 
 def _rows(indices: list[int]) -> str:
@@ -59,14 +61,21 @@ def _reject_empty_labels(values: list, column: str, source: str) -> None:
 
 
 def class_weights(
-    setting: dict[str, float] | str | None, labels: LabelSpec, train_ids: list[int]
+    setting: dict[str, float] | str | None, labels: LabelSpec, train_ids: list
 ) -> tuple[float, ...] | None:
     """train.class_weights as one weight per class id: balanced gives each class
-    rows / (classes x its rows), as scikit-learn's "balanced" does; a mapping names classes."""
+    rows / (classes x its rows), as scikit-learn's "balanced" does; a mapping names classes.
+    For multi-label they are BCE's positive weights: balanced is each label's negatives over
+    its positives."""
     if setting is None:
         return None
-    if labels.kind != "classification":
+    if labels.kind == "regression":
         raise UserError("train.class_weights weighs classes; these labels are a regression")
+    if labels.kind == "multi_label" and setting == "balanced":
+        # BCE's pos_weight: a label's positives weigh its negatives / positives.
+        rows = np.asarray(train_ids)
+        positives = rows.sum(0)
+        return tuple(float((len(rows) - p) / p) if p else 1.0 for p in positives)
     if setting == "balanced":
         counts = np.bincount(np.asarray(train_ids), minlength=labels.num_labels)
         total = counts.sum()
@@ -152,6 +161,21 @@ def infer_labels(
     return LabelSpec("classification", tuple(str(n) for n in names))
 
 
+def encode_split(
+    ds: Dataset, columns: Columns, labels: LabelSpec, d: DataConfig, source: str
+) -> Dataset:
+    """A split's `labels` column as the model wants it: class ids, floats, or multi-hot rows."""
+    if labels.kind != "multi_label":
+        return encode_labels(ds, columns.label, labels, source)
+    sets = multi_label.label_sets(ds, columns.label, d, source)
+    if sets is None:
+        raise UserError(
+            f"{source}: its labels are one per row, while training had several per row (lists, "
+            f"data.label_delimiter or data.label_columns); give them in the same form"
+        )
+    return multi_label.encode_label_sets(ds, sets, labels.names, columns.label, source)
+
+
 def encode_labels(ds: Dataset, column: str, spec: LabelSpec, source: str) -> Dataset:
     """Add the `labels` column the model expects: class ids (a ClassLabel) or floats."""
     values = ds[column]
@@ -199,6 +223,11 @@ class SequenceClassification:
     columns: Columns
     labels: LabelSpec
     class_weights: tuple[float, ...] | None = None  # per class id, in the loss; None: all 1
+    # Multi-label: each label's decision threshold, tuned on validation after training; until
+    # then every evaluation tunes its own (what the best model is picked by).
+    thresholds: tuple[float, ...] | None = None
+    # Multi-label: how the labels were given (label_delimiter, label_columns), for evaluate.
+    label_format: dict[str, Any] | None = None
 
     # Unless train.freeze_word_embeddings says otherwise: the step is faster, accuracy the same.
     freeze_word_embeddings = True
@@ -217,20 +246,27 @@ class SequenceClassification:
         decided from train (classes or regression) and encoded in every split; class weights
         resolved against the training labels."""
         d = cfg.data
-        columns = data.detect_columns(splits["train"], d, sources["train"])
+        need_label = not d.label_columns  # 0/1 columns are the labels then
+        columns = data.detect_columns(splits["train"], d, sources["train"], need_label)
+        if d.label_columns:
+            columns = dataclasses.replace(columns, label=None)
         checked = {}
         for name, ds in splits.items():
-            data.detect_columns(ds, d, sources[name])  # the same columns in every split
+            data.detect_columns(ds, d, sources[name], need_label)  # the same columns everywhere
             checked[name] = data.check_texts(ds, columns, sources[name], d.drop_empty)
-        labels = infer_labels(
-            checked["train"], columns.label, cfg.task, cfg.label_names, sources["train"]
-        )
+        train, source = checked["train"], sources["train"]
+        sets = multi_label.label_sets(train, columns.label, d, source)
+        if sets is not None:
+            labels = LabelSpec("multi_label", multi_label.label_names(sets, d))
+        else:
+            labels = infer_labels(train, columns.label, cfg.task, cfg.label_names, source)
         encoded = {
-            name: encode_labels(ds, columns.label, labels, sources[name])
+            name: encode_split(ds, columns, labels, d, sources[name])
             for name, ds in checked.items()
         }
         weights = class_weights(cfg.train.class_weights, labels, encoded["train"]["labels"])
-        return encoded, cls(columns, labels, weights)
+        meta = {"label_delimiter": d.label_delimiter, "label_columns": d.label_columns}
+        return encoded, cls(columns, labels, weights, label_format=meta)
 
     @property
     def stratify_column(self) -> str | None:
@@ -242,21 +278,30 @@ class SequenceClassification:
         return self.labels.kind
 
     def describe(self) -> str:
-        names = f", labels {list(self.labels.names)}" if self.labels.names else ""
-        weights = ""
-        if self.class_weights is not None:
-            pairs = zip(self.labels.names, self.class_weights, strict=True)
-            weights = ", class weights {" + ", ".join(f"{n}: {w:.3g}" for n, w in pairs) + "}"
-        return f"{self.labels.kind}{names}{weights}"
+        count = len(self.labels.names)
+        if self.labels.kind == "multi_label":
+            kind = f"multi-label, {count} labels" + (f" {list(self.labels.names)}" * (count <= 10))
+        else:
+            kind = self.labels.kind + (f", labels {list(self.labels.names)}" if count else "")
+        if self.class_weights is None:
+            return kind
+        pairs = zip(self.labels.names, self.class_weights, strict=True)
+        what = "positive weights" if self.labels.kind == "multi_label" else "class weights"
+        return f"{kind}, {what} {{" + ", ".join(f"{n}: {w:.3g}" for n, w in pairs) + "}"
 
     def meta(self) -> dict[str, Any]:
         """What `tunesmith.json` in the exported folder says about the inputs."""
-        return {
+        meta = {
             "task": self.labels.kind,
             "text_column": self.columns.text,
             "text_pair_column": self.columns.text_pair,
             "label_column": self.columns.label,
         }
+        if self.labels.kind == "multi_label":
+            meta.update(self.label_format or {})
+            if self.thresholds is not None:
+                meta["thresholds"] = dict(zip(self.labels.names, self.thresholds, strict=True))
+        return meta
 
     def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
         """Nothing to add: encoders come with padding."""
@@ -278,8 +323,12 @@ class SequenceClassification:
         return ds
 
     def summary(self, tokenized: dict[str, Dataset]) -> dict[str, Any]:
-        """The class names and, for classes, the majority class's scores: the floor to beat."""
+        """The class names and, for classes, the majority class's scores: the floor to beat;
+        for multi-label, each label's training rows."""
         found: dict[str, Any] = {"labels": list(self.labels.names)}
+        if self.multi:
+            counts = np.asarray(tokenized["train"]["labels"]).sum(0)
+            found["label_rows"] = dict(zip(self.labels.names, map(int, counts), strict=True))
         if self.labels.kind == "classification":
             found["majority_baseline"] = metrics.majority_baseline(
                 np.asarray(tokenized["train"]["labels"]),
@@ -295,11 +344,16 @@ class SequenceClassification:
             return model(**batch).loss
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
         weight = torch.tensor(self.class_weights, device=logits.device)
+        if self.labels.kind == "multi_label":
+            return F.binary_cross_entropy_with_logits(
+                logits.float(), batch["labels"], pos_weight=weight
+            )
         return F.cross_entropy(logits.float(), batch["labels"], weight=weight)
 
     def loss_items(self, batch: dict[str, torch.Tensor]) -> float:
-        """What the loss is a mean over: the rows, or with class weights their summed weight."""
-        if self.class_weights is None:
+        """What the loss is a mean over: the rows (times the labels, for multi-label: the same
+        per row), or with class weights for single labels the rows' summed weight."""
+        if self.class_weights is None or self.labels.kind == "multi_label":
             return len(batch["labels"])
         weight = torch.tensor(self.class_weights, device=batch["labels"].device)
         return float(weight[batch["labels"]].sum())
@@ -323,9 +377,43 @@ class SequenceClassification:
         logits = np.empty((len(ds), width), dtype=np.float32)
         for indices, share_logits in shares:
             logits[indices] = share_logits
-        scores = self.compute_metrics(logits, np.asarray(ds["labels"]))
+        labels = np.asarray(ds["labels"])
+        scores = self.compute_metrics(logits, labels)
+        details = self.multi_label_details(logits, labels) if self.multi else None
         # NaN/inf logits still argmax to some class and score; such a model is never the best.
-        return Evaluation(scores, bool(np.isfinite(logits).all()), logits)
+        return Evaluation(scores, bool(np.isfinite(logits).all()), logits, details)
+
+    @property
+    def multi(self) -> bool:
+        return self.labels.kind == "multi_label"
+
+    def fitted(self, ds: Dataset, evaluation: Evaluation) -> SequenceClassification:
+        """After training: multi-label thresholds tuned on `ds` (validation), kept for test,
+        the export, predict and serve."""
+        if not self.multi:
+            return self
+        labels = np.asarray(ds["labels"])
+        tuned = metrics.tune_thresholds(_sigmoid(evaluation.logits), labels)
+        return dataclasses.replace(self, thresholds=tuple(float(t) for t in tuned))
+
+    def _thresholds(self, probabilities: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        if self.thresholds is not None:
+            return np.asarray(self.thresholds)
+        if labels is not None:  # an evaluation during training: tuned on itself
+            return metrics.tune_thresholds(probabilities, labels)
+        return np.full(probabilities.shape[1], 0.5)
+
+    def multi_label_details(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """Per label: threshold, precision, recall, F1, support; and the scores at a fixed 0.5,
+        to show what tuning the thresholds gained."""
+        probabilities, labels = _sigmoid(logits), labels.astype(int)
+        thresholds = self._thresholds(probabilities, labels)
+        names = list(self.labels.names)
+        report = metrics.per_label(labels, (probabilities >= thresholds).astype(int), names)
+        for name, threshold in zip(names, thresholds, strict=True):
+            report[name]["threshold"] = float(threshold)
+        fixed = metrics.multi_label_metrics(labels, (probabilities >= 0.5).astype(int))
+        return {"per_label": report, "at_threshold_0.5": fixed}
 
     def plots(self, ds: Dataset, evaluation: Evaluation, output_dir: Path) -> None:
         from tunesmith import tracking  # matplotlib: ~1 s that prediction never needs
@@ -340,12 +428,17 @@ class SequenceClassification:
 
     @property
     def default_metric(self) -> str:
-        return "accuracy" if self.labels.kind == "classification" else "pearson"
+        # Multi-label: macro-F1, which rare labels move as much as common ones.
+        return {"classification": "accuracy", "multi_label": "macro_f1"}.get(
+            self.labels.kind, "pearson"
+        )
 
     @property
     def metric_names(self) -> tuple[str, ...]:
         if self.labels.kind == "classification":
             return ("accuracy", "f1", "macro_f1", "mcc")
+        if self.multi:
+            return ("micro_f1", "macro_f1", "samples_f1", "subset_accuracy")
         return ("pearson", "spearman", "mse")
 
     def tokenize_function(self, tokenizer: PreTrainedTokenizerBase, max_length: int):
@@ -367,30 +460,48 @@ class SequenceClassification:
             "id2label": self.labels.id2label,
             "label2id": {v: k for k, v in self.labels.id2label.items()},
         }
-        if self.labels.kind == "regression":
-            kwargs["problem_type"] = "regression"
-        else:
-            kwargs["problem_type"] = "single_label_classification"
+        kwargs["problem_type"] = {
+            "regression": "regression",
+            "multi_label": "multi_label_classification",  # BCE with logits, one per label
+        }.get(self.labels.kind, "single_label_classification")
         return kwargs
 
-    def predictions(self, logits: np.ndarray) -> np.ndarray:
+    def predictions(self, logits: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """Class ids, values, or (multi-label) 0/1 rows at the thresholds; `labels` lets an
+        evaluation during training tune them on itself."""
         if self.labels.kind == "regression":
             return logits.reshape(-1)
+        if self.multi:
+            probabilities = _sigmoid(logits)
+            return (probabilities >= self._thresholds(probabilities, labels)).astype(int)
         return logits.argmax(-1)
 
     def compute_metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        predictions = self.predictions(logits)
+        predictions = self.predictions(logits, labels)
         if self.labels.kind == "regression":
             return metrics.regression_metrics(labels.astype(np.float64), predictions)
+        if self.multi:
+            return metrics.multi_label_metrics(labels.astype(int), predictions)
         return metrics.classification_metrics(labels, predictions, self.labels.num_labels)
 
     def format_predictions(self, logits: np.ndarray) -> list[dict[str, Any]]:
-        """One record per row: the label name and every class's probability (or the score)."""
+        """One record per row: the label name and every class's probability (or the score);
+        multi-label: the labels at or above their thresholds and every label's probability."""
         if self.labels.kind == "regression":
             return [{"label": float(v), "scores": {"score": float(v)}} for v in logits.reshape(-1)]
+        names = self.labels.names
+        if self.multi:
+            probabilities = _sigmoid(logits)
+            chosen = probabilities >= self._thresholds(probabilities, None)
+            return [
+                {
+                    "labels": [n for n, c in zip(names, row, strict=True) if c],
+                    "scores": {n: float(x) for n, x in zip(names, p, strict=True)},
+                }
+                for p, row in zip(probabilities, chosen, strict=True)
+            ]
         shifted = logits - logits.max(-1, keepdims=True)
         probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
-        names = self.labels.names
         return [
             {
                 "label": names[int(p.argmax())],
@@ -398,3 +509,7 @@ class SequenceClassification:
             }
             for p in probs
         ]
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))

@@ -245,6 +245,10 @@ class LanguageModeling:
     def summary(self, tokenized: dict[str, Dataset]) -> dict[str, Any]:
         return {"labels": []}
 
+    def fitted(self, ds: Dataset, evaluation: Evaluation) -> LanguageModeling:
+        """Nothing to learn from validation after training."""
+        return self
+
     def combine(self, shares: list[tuple[float, int]], ds: Dataset) -> Evaluation:
         scores = language_model_metrics(sum(s for s, _ in shares), sum(n for _, n in shares))
         return Evaluation(scores, math.isfinite(scores["loss"]))

@@ -1,0 +1,206 @@
+"""Several labels per text: the input forms, training with BCE, thresholds tuned on validation
+and used everywhere, the export that `pipeline` loads, resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FILLER, NEGATIVE, POSITIVE, own_caches, write_csv
+from datasets import Dataset
+from safetensors.torch import load_file
+from test_serve import Server
+from transformers import pipeline
+
+from tunesmith.cli import main
+from tunesmith.config import DataConfig
+from tunesmith.errors import UserError
+from tunesmith.metrics import tune_thresholds
+from tunesmith.predict import Predictor
+from tunesmith.serve import create_app
+from tunesmith.tasks.multi_label import label_sets
+
+
+def tagged_rows(n: int, seed: int) -> list[dict]:
+    """A sentiment word decides pos or neg; the word "neutral", in about half the rows, adds the
+    label "mention": rows carry one or two labels."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        tags = [rng.choice(["pos", "neg"])] + ["mention"] * (rng.random() < 0.5)
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 6))]
+        words.append(rng.choice(POSITIVE if "pos" in tags else NEGATIVE))
+        words += ["neutral"] * ("mention" in tags)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "labels": tags})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("column", "config", "expected"),
+    [
+        ([["a", "b"], ["b"]], {}, [["a", "b"], ["b"]]),  # a column of lists (JSON Lines)
+        (['["a", "b"]', '["b"]'], {}, [["a", "b"], ["b"]]),  # JSON list text in a CSV cell
+        (["a; b", "b"], {"label_delimiter": ";"}, [["a", "b"], ["b"]]),
+        (["a", "b"], {}, None),  # one label a row: not multi-label
+    ],
+    ids=["lists", "json-text", "delimited", "single"],
+)
+def test_each_input_form_is_detected(column, config, expected):
+    ds = Dataset.from_dict({"text": ["x", "y"], "labels": column})
+    assert label_sets(ds, "labels", DataConfig(**config), "t.csv") == expected
+
+
+def test_binary_columns_are_label_sets_and_may_be_empty():
+    ds = Dataset.from_dict({"text": ["x", "y", "z"], "toxic": [1, 0, 0], "rude": ["1", "1", "0"]})
+    got = label_sets(ds, None, DataConfig(label_columns=["toxic", "rude"]), "t.csv")
+    assert got == [["toxic", "rude"], ["rude"], []]
+
+
+@pytest.mark.parametrize(
+    ("column", "config", "expected"),
+    [
+        (['["a", "b"', '["b"]'], {}, "t.csv: column labels row 1 is not a valid JSON list"),
+        ([["a"], []], {}, "t.csv: column labels has 1 empty label set(s) (rows 2)"),
+        (["a;", " ; "], {"label_delimiter": ";"}, "empty label set(s) (rows 2)"),
+    ],
+    ids=["bad-json", "empty-list", "empty-delimited"],
+)
+def test_bad_label_sets_name_file_row_and_column(column, config, expected):
+    ds = Dataset.from_dict({"text": ["x", "y"], "labels": column})
+    with pytest.raises(UserError, match=re.escape(expected)):
+        label_sets(ds, "labels", DataConfig(**config), "t.csv")
+
+
+def test_a_binary_column_holding_a_two():
+    ds = Dataset.from_dict({"text": ["x", "y"], "toxic": [1, 2], "rude": [0, 1]})
+    with pytest.raises(UserError, match=r"t\.csv: column toxic row 2 holds 2; a label column"):
+        label_sets(ds, None, DataConfig(label_columns=["toxic", "rude"]), "t.csv")
+
+
+def test_a_label_seen_only_in_validation(tiny_model, tmp_path, capsys):
+    train = write_jsonl(tmp_path / "train.jsonl", tagged_rows(20, seed=1))
+    validation = write_jsonl(
+        tmp_path / "validation.jsonl", [{"text": "good film", "labels": ["pos", "neutral"]}]
+    )
+    args = [f"model={tiny_model}", f"data.train={train}", f"data.validation={validation}"]
+    assert main(["train", *args, f"output_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "validation.jsonl: row 1 has label 'neutral', which no training row has" in err
+
+
+def test_thresholds_are_tuned_per_label_with_a_fallback_for_rare_ones(monkeypatch):
+    rng = np.random.default_rng(0)
+    labels = np.zeros((200, 3), dtype=int)
+    labels[:80, 0] = 1  # common: tuned on its own
+    labels[100:160, 1] = 1
+    labels[:2, 2] = 1  # rare: takes the one threshold best for all labels together
+    probabilities = np.clip(labels * 0.3 + rng.random((200, 3)) * 0.4, 0, 1)
+    thresholds = tune_thresholds(probabilities, labels)
+    monkeypatch.setattr("tunesmith.metrics.MIN_POSITIVES_TO_TUNE", 10_000)
+    overall = tune_thresholds(probabilities, labels)  # every label on the fallback
+    assert len(set(overall)) == 1 and thresholds[2] == overall[2]
+    assert 0.3 <= thresholds[0] <= 0.45  # between the negatives' top and the positives' floor
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("multi-label")
+    train = write_jsonl(root / "train.jsonl", tagged_rows(240, seed=1))
+    validation = write_jsonl(root / "validation.jsonl", tagged_rows(60, seed=2))
+    args = [
+        f"model={tiny_model}",
+        f"data.train={train}",
+        f"data.validation={validation}",
+        f"output_dir={root / 'run'}",
+        "train.epochs=10",  # BCE on two independent labels learns slower than one class
+        "train.micro_batch_size=16",
+        "train.learning_rate=5e-3",
+        "train.freeze_word_embeddings=false",
+        "checkpoint.every_steps=40",
+    ]
+    with own_caches(root):
+        assert main(["train", *args]) == 0
+    return root / "run"
+
+
+def test_a_run_learns_and_reports_every_label(run):
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["metric_for_best"] == "macro_f1"
+    assert set(metrics["validation"]) == {"micro_f1", "macro_f1", "samples_f1", "subset_accuracy"}
+    # One word decides each label; predicting every label for every row scores 0.78.
+    assert metrics["validation"]["macro_f1"] > 0.85
+    per_label = metrics["validation_details"]["per_label"]
+    assert set(per_label) == {"mention", "neg", "pos"} and per_label["pos"]["support"] > 0
+    assert "at_threshold_0.5" in metrics["validation_details"]
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["problem_type"] == "multi_label_classification"
+    assert config["id2label"] == {"0": "mention", "1": "neg", "2": "pos"}
+
+
+def test_pipeline_scores_equal_ours_and_thresholds_decide(run, capsys):
+    meta = json.loads((run / "model" / "tunesmith.json").read_text())
+    thresholds = meta["thresholds"]
+    assert set(thresholds) == {"mention", "neg", "pos"}
+    texts = [r["text"] for r in tagged_rows(20, seed=9)]
+    ours = Predictor(run, precision="fp32").predict_texts(texts)
+    classifier = pipeline("text-classification", model=str(run / "model"), device="cpu")
+    theirs = classifier(texts, top_k=None)
+    for mine, hf in zip(ours, theirs, strict=True):
+        assert {h["label"]: pytest.approx(h["score"], abs=1e-5) for h in hf} == mine["scores"]
+        chosen = [n for n in ("mention", "neg", "pos") if mine["scores"][n] >= thresholds[n]]
+        assert mine["labels"] == chosen
+
+
+def test_serve_and_predict_use_the_thresholds(run, tmp_path, capsys):
+    predictor = Predictor(run, precision="fp32")
+    shifted = predictor.thresholds
+    assert shifted is not None
+    data = write_csv(tmp_path / "new.csv", [{"text": "good film"}, {"text": "bad plot"}])
+    out = tmp_path / "preds.csv"
+    argv = ["predict", str(run), "--data", str(data), "--out", str(out), "--precision", "fp32"]
+    assert main(argv) == 0
+    header, *rows = out.read_text().splitlines()
+    assert header == "row,label,score_mention,score_neg,score_pos"
+    expected = predictor.predict_texts(["good film", "bad plot"])
+    assert [r.split(",")[1] for r in rows] == [";".join(e["labels"]) for e in expected]
+    with Server(create_app(predictor)) as server:
+        status, body = server.predict([{"text": "good film"}, {"text": "bad plot"}])
+    assert status == 200, body
+    assert [p["labels"] for p in body["predictions"]] == [e["labels"] for e in expected]
+    assert "label" not in body["predictions"][0]
+
+
+def test_evaluate_reproduces_the_run(run, tmp_path):
+    validation = run.parent / "validation.jsonl"
+    scores = Predictor(run).evaluate(Dataset.from_json(str(validation)))
+    metrics = json.loads((run / "metrics.json").read_text())["validation"]
+    for key, value in metrics.items():
+        assert scores[key] == pytest.approx(value, abs=1e-9), key
+
+
+def test_resume_is_exact(run, tmp_path):
+    """From a checkpoint before the end, the run ends with the same weights and thresholds."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "model")
+    (copy / "metrics.json").unlink()
+    earlier = sorted((copy / "checkpoints").glob("step-*"))[0]
+    argv = ["train", str(copy / "config.yaml"), f"output_dir={copy}", "--resume", str(earlier)]
+    assert main(argv) == 0
+    reference = load_file(run / "model" / "model.safetensors")
+    resumed = load_file(copy / "model" / "model.safetensors")
+    for key, value in reference.items():
+        assert (resumed[key] - value).abs().max().item() <= 1e-6, key
+    meta = [json.loads((r / "model" / "tunesmith.json").read_text()) for r in (run, copy)]
+    assert meta[0]["thresholds"] == meta[1]["thresholds"]
