@@ -321,6 +321,9 @@ def _plausible(key: str) -> st.SearchStrategy:
         tp = args[0]
     if typing.get_origin(tp) is list:
         return st.lists(IDENTIFIERS, min_size=2, max_size=3)
+    if typing.get_origin(tp) is dict:  # train.class_weights: a mapping, or its one name
+        mapping = st.dictionaries(IDENTIFIERS, st.floats(0.1, 5.0), max_size=3)
+        return mapping | st.just("balanced")
     return {
         bool: st.booleans(),
         int: st.integers(1, 4096),
@@ -336,7 +339,12 @@ def _wild(key: str) -> st.SearchStrategy:
     if type(None) in typing.get_args(tp):
         tp = args[0]
     typed = {bool: st.booleans(), int: st.integers(), float: st.floats(), str: st.text()}
-    typed = st.lists(ANYTHING, max_size=3) if typing.get_origin(tp) is list else typed[tp]
+    if typing.get_origin(tp) is list:
+        typed = st.lists(ANYTHING, max_size=3)
+    elif typing.get_origin(tp) is dict:
+        typed = st.dictionaries(st.text(max_size=4) | st.integers(), ANYTHING, max_size=3)
+    else:
+        typed = typed[tp]
     return typed | ANYTHING | st.sampled_from(YAMLISH)
 
 
@@ -377,9 +385,12 @@ def assert_typed(obj) -> None:
         if type(None) in typing.get_args(tp):
             if value is None:
                 continue
-            (tp,) = args
+            # `dict[str, float] | str`: whichever of the two the value is
+            (tp,) = [a for a in args if isinstance(value, typing.get_origin(a) or a)]
         if typing.get_origin(tp) is list:
             assert isinstance(value, list) and all(isinstance(v, str) for v in value), f.name
+        elif typing.get_origin(tp) is dict:
+            assert all(type(k) is str and type(v) is float for k, v in value.items()), f.name
         elif tp is float:
             assert type(value) is float and math.isfinite(value), (f.name, value)
         else:
