@@ -14,3 +14,8 @@ class Interrupted(Exception):
             f"tunesmith train ... output_dir={output_dir} --resume auto"
         )
         self.signum = signum
+
+
+def rows_shown(indices: list[int]) -> str:
+    """Row numbers for a message, counting from 1 (after a header): the first ten, then "..."."""
+    return ", ".join(str(i + 1) for i in indices[:10]) + (" ..." if len(indices) > 10 else "")

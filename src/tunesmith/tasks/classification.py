@@ -22,7 +22,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from tunesmith import data, metrics
 from tunesmith.config import Config, DataConfig
 from tunesmith.data import Columns
-from tunesmith.errors import UserError
+from tunesmith.errors import UserError, rows_shown
 from tunesmith.inference import infer_logits
 from tunesmith.metrics import Evaluation
 from tunesmith.models import load_sequence_classifier
@@ -45,18 +45,14 @@ class LabelSpec:
         return {0: "score"} if self.kind == "regression" else dict(enumerate(self.names))
 
 
-def _rows(indices: list[int]) -> str:
-    return ", ".join(str(i + 1) for i in indices[:10]) + (" ..." if len(indices) > 10 else "")
-
-
 def _reject_empty_labels(values: list, column: str, source: str) -> None:
     missing = [
         i for i, v in enumerate(values) if v is None or (isinstance(v, float) and math.isnan(v))
     ]
     if missing:
         raise UserError(
-            f"{source}: column {column} has {len(missing)} empty label(s) (rows {_rows(missing)}); "
-            f"fill or remove those rows"
+            f"{source}: column {column} has {len(missing)} empty label(s) "
+            f"(rows {rows_shown(missing)}); fill or remove those rows"
         )
 
 
@@ -105,7 +101,7 @@ def _reject_mixed_kinds(values: list, column: str, source: str) -> None:
         for kind, rows in sorted(kinds.items()):
             distinct = list(dict.fromkeys(repr(values[i]) for i in rows))
             shown = ", ".join(distinct[:4]) + (", ..." if len(distinct) > 4 else "")
-            parts.append(f"{kind} {shown} (rows {_rows(rows)})")
+            parts.append(f"{kind} {shown} (rows {rows_shown(rows)})")
         raise UserError(
             f"{source}: column {column} mixes {' and '.join(parts)}; use one kind of label "
             f"throughout"
@@ -183,7 +179,8 @@ def encode_labels(ds: Dataset, column: str, spec: LabelSpec, source: str) -> Dat
         bad = [i for i, v in enumerate(values) if not isinstance(v, int | float) or math.isnan(v)]
         if bad:
             raise UserError(
-                f"{source}: column {column} has empty or non-numeric labels (rows {_rows(bad)})"
+                f"{source}: column {column} has empty or non-numeric labels "
+                f"(rows {rows_shown(bad)})"
             )
         encoded: list[Any] = [float(v) for v in values]
         feature = Value("float32")
@@ -208,8 +205,8 @@ def encode_labels(ds: Dataset, column: str, spec: LabelSpec, source: str) -> Dat
         if unseen:
             seen = ", ".join(spec.names)
             raise UserError(
-                f"{source}: label {values[unseen[0]]!r} (rows {_rows(unseen)}) never occurs in "
-                f"the training labels ({seen}); fix the labels or add examples of it to train"
+                f"{source}: label {values[unseen[0]]!r} (rows {rows_shown(unseen)}) never occurs "
+                f"in the training labels ({seen}); fix the labels or add examples of it to train"
             )
         feature = ClassLabel(names=list(spec.names))
     drop = [c for c in dict.fromkeys([column, "labels"]) if c in ds.column_names]

@@ -14,11 +14,7 @@ from typing import Any
 from datasets import Dataset, Sequence, Value
 
 from tunesmith.config import DataConfig
-from tunesmith.errors import UserError
-
-
-def _rows(indices: list[int]) -> str:
-    return ", ".join(str(i + 1) for i in indices[:10]) + (" ..." if len(indices) > 10 else "")
+from tunesmith.errors import UserError, rows_shown
 
 
 def label_sets(
@@ -53,7 +49,7 @@ def label_sets(
     if empty:
         raise UserError(
             f"{source}: column {column} has {len(empty)} empty label set(s) (rows "
-            f"{_rows(empty)}); give each row at least one label, or use data.label_columns "
+            f"{rows_shown(empty)}); give each row at least one label, or use data.label_columns "
             f"(0/1 columns), where a row may have none"
         )
     return [[str(x) for x in labels] for labels in sets]
