@@ -59,7 +59,13 @@ def test_a_run_with_balanced_weights_names_them(tiny_model, tmp_path, capsys):
     ][:8]
     train = write_csv(tmp_path / "train.csv", skewed)
     out = tmp_path / "run"
-    args = [f"model={tiny_model}", f"data.train={train}", f"output_dir={out}"]
+    # fine-tune: so few rows would take the few-shot path, which holds no validation out.
+    args = [
+        f"model={tiny_model}",
+        f"data.train={train}",
+        f"output_dir={out}",
+        "train.method=fine-tune",
+    ]
     assert main(["train", *args, "train.max_steps=2", "train.class_weights=balanced"]) == 0
     err = capsys.readouterr().err
     negatives = sum(r["label"] == "negative" for r in skewed)

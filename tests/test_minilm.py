@@ -64,6 +64,7 @@ def test_minilm_fits_real_mrpc_pairs(tmp_path):
                 f"data.train={subset}",
                 f"data.validation={subset}",
                 f"output_dir={out}",
+                "train.method=fine-tune",  # 48 pairs per class would take few-shot
                 "train.epochs=8",
                 "train.learning_rate=2e-4",
                 "train.max_tokens_per_batch=1024",

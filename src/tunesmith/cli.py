@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             json.dumps(
                 {
                     "output_dir": cfg.output_dir,
-                    "validation": result["validation"],
+                    "validation": result.get("validation"),  # None: few-shot held none out
                     **({"test": result["test"]} if "test" in result else {}),
                 }
             )

@@ -22,6 +22,7 @@ from tunesmith.errors import UserError
 LANGUAGE_MODEL_TASKS = ("masked-lm", "causal-lm")
 TASKS = ("auto", "classification", "regression", *LANGUAGE_MODEL_TASKS)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+METHODS = ("auto", "fine-tune", "few-shot")  # train.method; few_shot.py
 # Inference adds dynamic int8 linear layers, on CPUs only (hardware.inference_placement).
 INFERENCE_PRECISIONS = (*PRECISIONS, "int8")
 
@@ -128,6 +129,10 @@ class TrainConfig:
     # Class weights in a classifier's loss, for skewed classes: none; balanced (each class
     # weighs rows / (classes x its rows)); or {name: weight}, unnamed classes weighing 1.
     class_weights: dict[str, float] | str | None = None
+    # How a classifier learns: fine-tune (the course's recipe), few-shot (a head fitted on the
+    # sentence embedding, then end to end: for a few rows per class), or auto (few-shot when the
+    # median class has at most few_shot.max_rows_per_class training rows).
+    method: str = "auto"
 
 
 @dataclass
@@ -162,6 +167,21 @@ class LoraConfig:
 
 
 @dataclass
+class FewShotConfig:
+    # train.method=auto takes the few-shot path up to this many training rows in the median
+    # class (benchmarks/few_shot.py).
+    max_rows_per_class: int = 100
+    # Passes over the training rows end to end (few rows: many passes); replaces train.epochs.
+    epochs: float = 10.0
+    # Peak learning rate of the encoder end to end; replaces train.learning_rate.
+    learning_rate: float = 5e-5
+    # Peak learning rate of the classifier head, which starts from the fitted probe.
+    head_learning_rate: float = 5e-4
+    # Rows per micro-batch; replaces the token budget (few rows fill few batches).
+    batch_size: int = 16
+
+
+@dataclass
 class CheckpointConfig:
     # Save a resumable checkpoint every N optimizer steps; unset: only at epoch ends.
     every_steps: int | None = None
@@ -191,6 +211,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     lm: LanguageModelConfig = field(default_factory=LanguageModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    few_shot: FewShotConfig = field(default_factory=FewShotConfig)
 
 
 def field_docs(cls: type = Config, prefix: str = "") -> dict[str, tuple[str, str, Any]]:
@@ -316,6 +337,8 @@ def _validate(cfg: Config) -> list[str]:
         problems.append(f"task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
     if t.precision not in PRECISIONS:
         problems.append(f"train.precision must be one of {', '.join(PRECISIONS)}")
+    if t.method not in METHODS:
+        problems.append(f"train.method must be one of {', '.join(METHODS)}, got {t.method!r}")
     if t.on_nonfinite_loss not in ("stop", "skip"):
         problems.append("train.on_nonfinite_loss must be stop or skip")
     if isinstance(t.class_weights, str) and t.class_weights != "balanced":
@@ -356,6 +379,11 @@ def _validate(cfg: Config) -> list[str]:
         "data.max_validation_samples": d.max_validation_samples,
         "train.epochs": t.epochs,
         "train.learning_rate": t.learning_rate,
+        "few_shot.max_rows_per_class": cfg.few_shot.max_rows_per_class,
+        "few_shot.epochs": cfg.few_shot.epochs,
+        "few_shot.learning_rate": cfg.few_shot.learning_rate,
+        "few_shot.head_learning_rate": cfg.few_shot.head_learning_rate,
+        "few_shot.batch_size": cfg.few_shot.batch_size,
     }
     problems += [
         f"{k} must be > 0, got {v}" for k, v in positive.items() if v is not None and v <= 0

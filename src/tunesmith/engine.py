@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith import checkpoint, hardware, metrics, runfolder, tracking
+from tunesmith import checkpoint, few_shot, hardware, metrics, runfolder, tracking
 from tunesmith.batching import TokenBudgetBatchSampler, padding_share
 from tunesmith.config import Config, TrainConfig, config_to_dict, save_config
 from tunesmith.errors import Interrupted, UserError
@@ -227,13 +227,44 @@ def build(cfg: Config, fresh: bool) -> Run:
     set_seed(t.seed)
     tokenizer = load_tokenizer(cfg.model)
     prepared = prepare_data(cfg, tokenizer, accelerator)
-    task = prepared.task
+    task, method = prepared.task, prepared.method
     metric = t.metric_for_best or task.default_metric
     if metric not in task.metric_names:
         raise UserError(
             f"train.metric_for_best={metric} is not one of {', '.join(task.metric_names)}"
         )
     model = task.load_model(cfg.model, t.attention_dropout)
+    # Lengths in multiples of 8 suit GPU tensor cores; on CPUs the extra padding cost more
+    # (8% of throughput on MiniLM) than the rounder shapes gained.
+    pad_multiple = 1 if accelerator.device.type == "cpu" else 8
+    if method.few_shot:
+        if not few_shot.supported(model) or cfg.lora.r:
+            why = (
+                "LoRA adapters would move its fixed pooling layer"
+                if cfg.lora.r
+                else f"{type(model).__name__} is not a BERT-style encoder with a pooler"
+            )
+            raise UserError(
+                f"train.method few-shot ({method.reason}): {why}; set train.method=fine-tune"
+            )
+        t = few_shot.train_settings(t, cfg.few_shot)
+        few_shot.add_mean_pooling_layer(model)
+        if fresh:  # a resumed run loads its head from the checkpoint
+            fitted = few_shot.fit_head(
+                model,
+                prepared.train,
+                task.eval_collator(tokenizer, pad_multiple),
+                t.eval_max_tokens_per_batch
+                or hardware.inference_tokens_per_batch(accelerator.device.type),
+                task.class_weights,
+                t.seed,
+            )
+            _say(
+                accelerator,
+                f"few-shot: head fitted on the embeddings of {len(prepared.train)} rows "
+                f"(training accuracy {fitted:.3f}); now end to end for few_shot.epochs="
+                f"{t.epochs:g} (train.epochs and train.learning_rate are fine-tune's)",
+            )
     if cfg.lora.r:
         model = add_lora(model, cfg.lora, task.peft_task_type)
         frozen = "all but the LoRA adapters"
@@ -259,9 +290,6 @@ def build(cfg: Config, fresh: bool) -> Run:
     if t.report_to:  # event files in output_dir/tensorboard
         accelerator.init_trackers("tensorboard", tracking.flat_config(config_to_dict(cfg)))
 
-    # Lengths in multiples of 8 suit GPU tensor cores; on CPUs the extra padding cost more
-    # (8% of throughput on MiniLM) than the rounder shapes gained.
-    pad_multiple = 1 if accelerator.device.type == "cpu" else 8
     sampler = TokenBudgetBatchSampler(
         prepared.train["length"],
         t.max_tokens_per_batch,
@@ -279,7 +307,8 @@ def build(cfg: Config, fresh: bool) -> Run:
         collate_fn=task.train_collator(tokenizer, pad_multiple),
         generator=torch.Generator().manual_seed(t.seed),
     )
-    optimizer = build_optimizer(model, t.learning_rate, t.weight_decay)
+    head_rate = cfg.few_shot.head_learning_rate if method.few_shot else None
+    optimizer = build_optimizer(model, t.learning_rate, t.weight_decay, head_rate)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     steps_per_epoch = math.ceil(len(train_loader) / t.gradient_accumulation_steps)
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
@@ -298,9 +327,10 @@ def build(cfg: Config, fresh: bool) -> Run:
             f"{truncated}; raise data.max_length to keep more of each text",
         )
     engine = f" ({accelerator.distributed_type.value})" if accelerator.num_processes > 1 else ""
+    how = f"method {method.name} ({method.reason}); " if task.kind == "classification" else ""
     _say(
         accelerator,
-        f"{task.describe()}, rows {prepared.summary['rows']}; "
+        f"{task.describe()}, rows {prepared.summary['rows']}; {how}"
         f"precision {precision} ({precision_reason}); frozen: {frozen}; "
         f"micro-batch {batch} x {t.gradient_accumulation_steps} accumulation x "
         f"{accelerator.num_processes} process(es){engine}; "
@@ -441,7 +471,9 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> Evalua
                 if end_of_epoch:
                     progress.epoch, progress.micro_in_epoch = progress.epoch + 1, 0
                 last_step = progress.step == run.total_steps
-                evaluate_now = last_step or progress.step % run.eval_interval == 0
+                evaluate_now = run.data.validation is not None and (
+                    last_step or progress.step % run.eval_interval == 0
+                )
                 record: dict = {}
                 if progress.step % t.logging_steps == 0 or evaluate_now:
                     record = {
@@ -631,29 +663,28 @@ def finish(
     run folder's files."""
     accelerator, task, output_dir = run.accelerator, run.data.task, run.output_dir
     unwrapped = accelerator.unwrap_model(run.model)
-    evaluation = final
-    if evaluation is None:
+    validation, evaluation = run.data.validation, final
+    if evaluation is None and validation is not None:
         if checkpoint.best_weights(output_dir).exists():
             checkpoint.load_weights(unwrapped, checkpoint.best_weights(output_dir))
         # Measured again on the exported weights, so metrics.json describes exactly model/.
-        evaluation = run.evaluate(run.data.validation)
-    if not evaluation.finite:
-        raise UserError(
-            f"the model's outputs are NaN/inf after step {progress.step} and no evaluation was "
-            f"finite, so nothing is exported; lower train.learning_rate or check the data"
-        )
-    # What the task learns from validation after training (multi-label thresholds): the test
-    # split, the export, predict and serve use it.
-    task = run.data.task = task.fitted(run.data.validation, evaluation)
-    result = {
-        "validation": evaluation.scores,
-        "best_step": progress.best_step,
-        "metric_for_best": run.metric,
-    }
-    if evaluation.details:
-        result["validation_details"] = evaluation.details
-    if run.data.test is not None:
-        test = run.evaluate(run.data.test)
+        evaluation = run.evaluate(validation)
+    if evaluation is not None:
+        _require_finite(evaluation, progress)
+        # What the task learns from validation after training (multi-label thresholds): the
+        # test split, the export, predict and serve use it.
+        task = run.data.task = task.fitted(validation, evaluation)
+    test = run.evaluate(run.data.test) if run.data.test is not None else None
+    result: dict = {"metric_for_best": run.metric}
+    if evaluation is None:  # nothing held out: the last step's weights are exported
+        result["best_step"] = progress.step
+        if test is not None:
+            _require_finite(test, progress)
+    else:
+        result.update({"validation": evaluation.scores, "best_step": progress.best_step})
+        if evaluation.details:
+            result["validation_details"] = evaluation.details
+    if test is not None:
         result["test"] = test.scores
         if test.details:
             result["test_details"] = test.details
@@ -698,7 +729,8 @@ def finish(
             unwrapped.config.use_cache = True  # generation from the exported folder uses it
         checkpoint.export_model(unwrapped, run.tokenizer, output_dir / runfolder.MODEL, meta)
         tracking.plot_training_curves(log.records, run.metric, output_dir / "training_curves.png")
-        task.plots(run.data.validation, evaluation, output_dir)
+        if evaluation is not None:
+            task.plots(validation, evaluation, output_dir)
         checkpoint.write_json(
             output_dir / runfolder.METRICS, result
         )  # last: marks the run finished
@@ -706,6 +738,14 @@ def finish(
     for tracker in accelerator.trackers:  # closes the event files (end_training would also
         tracker.finish()  # tear down the process group, on the main process only)
     return result
+
+
+def _require_finite(evaluation: Evaluation, progress: Progress) -> None:
+    if not evaluation.finite:
+        raise UserError(
+            f"the model's outputs are NaN/inf after step {progress.step} and no evaluation was "
+            f"finite, so nothing is exported; lower train.learning_rate or check the data"
+        )
 
 
 def _say(accelerator: Accelerator | None, message: str) -> None:

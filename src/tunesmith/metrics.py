@@ -45,6 +45,21 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_clas
     }
 
 
+def calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error: the gap between confidence (the top probability) and
+    accuracy, averaged over equal-width confidence bins weighted by their rows."""
+    confidence = probabilities.max(-1)
+    correct = probabilities.argmax(-1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        rows = which == b
+        if rows.any():
+            gap += rows.mean() * abs(confidence[rows].mean() - correct[rows].mean())
+    return float(gap)
+
+
 def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
     """Pearson and Spearman correlations and mean squared error."""
     from scipy import stats

@@ -7,16 +7,29 @@ from transformers import get_linear_schedule_with_warmup
 
 
 def build_optimizer(
-    model: torch.nn.Module, learning_rate: float, weight_decay: float
+    model: torch.nn.Module,
+    learning_rate: float,
+    weight_decay: float,
+    head_learning_rate: float | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW that decays matrices only: biases and LayerNorm weights (1-D tensors) are exempt."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """AdamW that decays matrices only: biases and LayerNorm weights (1-D tensors) are exempt;
+    with `head_learning_rate`, the classifier head (`classifier.*`) learns at that rate."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    rates = [(learning_rate, [p for n, p in named if not head_learning_rate or not _in_head(n)])]
+    if head_learning_rate:
+        rates.append((head_learning_rate, [p for n, p in named if _in_head(n)]))
     groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
+        {"params": [p for p in params if (p.ndim >= 2) == decayed], "lr": rate,
+         "weight_decay": weight_decay if decayed else 0.0}
+        for rate, params in rates
+        for decayed in (True, False)
+    ]  # fmt: skip
     # The fused kernel updates every tensor in one pass; torch has it for CPU and CUDA.
     return torch.optim.AdamW(groups, lr=learning_rate, fused=True)
+
+
+def _in_head(name: str) -> bool:
+    return name.startswith("classifier.") or ".classifier." in name
 
 
 def build_scheduler(

@@ -18,16 +18,18 @@ from accelerate import Accelerator
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith import data
+from tunesmith import data, few_shot
 from tunesmith.config import LANGUAGE_MODEL_TASKS, Config, DataConfig
+from tunesmith.few_shot import Method
 from tunesmith.tasks import LanguageModeling, SequenceClassification, Task
 
 
 @dataclass
 class PreparedData:
     task: Task
+    method: Method
     train: Dataset  # tokenized, with `length` (and `labels` where the rows carry them)
-    validation: Dataset
+    validation: Dataset | None  # None: few-shot without a validation file
     test: Dataset | None
     summary: dict
 
@@ -70,22 +72,33 @@ def tokenize_cached(
     return tokenized, hit
 
 
-def task_splits(cfg: Config) -> tuple[dict[str, Dataset], Task]:
-    """Raw files -> the task's checked columns (and labels) -> held-out validation -> samples.
-    Training and the run report both call this, so they always see the same rows."""
+def task_splits(cfg: Config) -> tuple[dict[str, Dataset], Task, Method]:
+    """Raw files -> the task's checked columns (and labels) -> the training method -> held-out
+    validation -> samples. Training and the run report both call this, so they always see the
+    same rows."""
     d = cfg.data
     splits = data.load_splits(d)
     sources = {name: getattr(d, name) or f"data.dataset={d.dataset}[{name}]" for name in splits}
     kind = LanguageModeling if cfg.task in LANGUAGE_MODEL_TASKS else SequenceClassification
     splits, task = kind.from_splits(splits, sources, cfg)
-    return _held_out_and_sampled(splits, d, cfg.train.seed, task.stratify_column), task
+    class_rows = np.bincount(splits["train"]["labels"]) if task.kind == "classification" else []
+    method = few_shot.choose_method(cfg.train.method, task.kind, list(class_rows), cfg.few_shot)
+    # A few rows per class are all needed for training; a validation set of a handful would
+    # only pick the exported step by noise, so few-shot holds none out.
+    hold_out = not method.few_shot
+    return (
+        _held_out_and_sampled(splits, d, cfg.train.seed, task.stratify_column, hold_out),
+        task,
+        method,
+    )
 
 
 def _held_out_and_sampled(
-    splits: dict[str, Dataset], d: DataConfig, seed: int, stratify: str | None
+    splits: dict[str, Dataset], d: DataConfig, seed: int, stratify: str | None, hold_out: bool
 ) -> dict[str, Dataset]:
-    """Validation held out of train when missing (seeded), then the sample limits applied."""
-    if "validation" not in splits:
+    """Validation held out of train when missing and `hold_out` (seeded), then the sample
+    limits applied."""
+    if "validation" not in splits and hold_out:
         try:
             held = splits["train"].train_test_split(
                 test_size=d.validation_fraction, seed=seed, stratify_by_column=stratify
@@ -94,7 +107,7 @@ def _held_out_and_sampled(
             held = splits["train"].train_test_split(test_size=d.validation_fraction, seed=seed)
         splits["train"], splits["validation"] = held["train"], held["test"]
     for name, limit in (("train", d.max_train_samples), ("validation", d.max_validation_samples)):
-        if limit is not None and len(splits[name]) > limit:
+        if name in splits and limit is not None and len(splits[name]) > limit:
             splits[name] = splits[name].shuffle(seed=seed).select(range(limit))
     return splits
 
@@ -104,7 +117,7 @@ def prepare_data(
 ) -> PreparedData:
     """Splits, tokenized through the on-disk cache, plus a summary for metrics.json."""
     d = cfg.data
-    splits, task = task_splits(cfg)
+    splits, task, method = task_splits(cfg)
     task.prepare_tokenizer(tokenizer)
     cache_dir = Path(d.cache_dir or default_cache_dir() / "tokenized").expanduser()
     tokenized, hits = {}, []
@@ -138,6 +151,12 @@ def prepare_data(
     }
     if any(dropped.values()):
         summary["dropped_without_completion"] = dropped
+    summary["method"] = {"name": method.name, "reason": method.reason}
     return PreparedData(
-        task, tokenized["train"], tokenized["validation"], tokenized.get("test"), summary
+        task,
+        method,
+        tokenized["train"],
+        tokenized.get("validation"),
+        tokenized.get("test"),
+        summary,
     )

@@ -83,7 +83,7 @@ def load_splits(run: Run) -> Splits:
     train = TrainConfig(seed=t.get("seed", TrainConfig.seed), class_weights=t.get("class_weights"))
     task = run.config.get("task", "auto")
     cfg = Config(task=task, label_names=run.config.get("label_names"), data=d, train=train)
-    splits, task = task_splits(cfg)
+    splits, task, _ = task_splits(cfg)
     kept = {n: splits[n] for n in ("train", "validation", "test") if n in splits}
     return Splits(kept, task.columns)
 

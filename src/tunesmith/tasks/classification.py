@@ -326,7 +326,7 @@ class SequenceClassification:
         if self.multi:
             counts = np.asarray(tokenized["train"]["labels"]).sum(0)
             found["label_rows"] = dict(zip(self.labels.names, map(int, counts), strict=True))
-        if self.labels.kind == "classification":
+        if self.labels.kind == "classification" and "validation" in tokenized:
             found["majority_baseline"] = metrics.majority_baseline(
                 np.asarray(tokenized["train"]["labels"]),
                 np.asarray(tokenized["validation"]["labels"]),
@@ -376,7 +376,12 @@ class SequenceClassification:
             logits[indices] = share_logits
         labels = np.asarray(ds["labels"])
         scores = self.compute_metrics(logits, labels)
-        details = self.multi_label_details(logits, labels) if self.multi else None
+        details = None
+        if self.multi:
+            details = self.multi_label_details(logits, labels)
+        elif self.labels.kind == "classification" and np.isfinite(logits).all():
+            probabilities = torch.softmax(torch.from_numpy(logits), -1).numpy()
+            details = {"calibration_error": metrics.calibration_error(probabilities, labels)}
         # NaN/inf logits still argmax to some class and score; such a model is never the best.
         return Evaluation(scores, bool(np.isfinite(logits).all()), logits, details)
 

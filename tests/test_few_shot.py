@@ -1,0 +1,164 @@
+"""A few labelled rows per class: which method runs and why, the mean-pooling layer, the export
+that `pipeline` loads, tiny and paired data, and resume."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import (
+    NEGATIVE,
+    POSITIVE,
+    own_caches,
+    pair_rows,
+    score_tolerance,
+    sentence,
+    write_csv,
+)
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, BertTokenizerFast, pipeline
+
+from tunesmith import few_shot
+from tunesmith.cli import main
+from tunesmith.config import FewShotConfig
+from tunesmith.errors import UserError
+from tunesmith.predict import Predictor
+
+
+def balanced_rows(per_class: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = [
+        {"text": sentence(rng, words), "label": label}
+        for label, words in (("positive", POSITIVE), ("negative", NEGATIVE))
+        for _ in range(per_class)
+    ]
+    rng.shuffle(rows)
+    return rows
+
+
+def train_args(model: Path, train: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", f"model={model}", f"data.train={train}", f"output_dir={out}", *extra]
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model, tmp_path_factory) -> Path:
+    """8 rows per class, nothing else given: the path a new user gets."""
+    root = tmp_path_factory.mktemp("few-shot")
+    train = write_csv(root / "train.csv", balanced_rows(8, seed=1))
+    test = write_csv(root / "test.csv", balanced_rows(20, seed=2))
+    with own_caches(root):
+        argv = train_args(tiny_model, train, root / "run", f"data.test={test}")
+        assert main([*argv, "few_shot.learning_rate=1e-3"]) == 0
+    return root / "run"
+
+
+def test_auto_takes_few_shot_up_to_the_threshold_only():
+    settings = FewShotConfig(max_rows_per_class=10)
+    assert few_shot.choose_method("auto", "classification", [8, 10, 12], settings).few_shot
+    above = few_shot.choose_method("auto", "classification", [11, 12, 40], settings)
+    assert above.name == "fine-tune" and above.reason == "12 training rows per class > 10"
+    assert few_shot.choose_method("few-shot", "classification", [500, 500], settings).few_shot
+    assert not few_shot.choose_method("fine-tune", "classification", [2, 2], settings).few_shot
+    assert not few_shot.choose_method("auto", "regression", [], settings).few_shot
+    with pytest.raises(UserError, match="single-label classification; this data is multi_label"):
+        few_shot.choose_method("few-shot", "multi_label", [], settings)
+
+
+def test_the_run_says_which_method_and_why(run, tiny_model, tmp_path, capsys):
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data"]["method"] == {
+        "name": "few-shot",
+        "reason": "8 training rows per class <= 100",
+    }
+    # Nothing held out of 16 rows: every one trains, the last step is exported.
+    assert metrics["data"]["rows"] == {"train": 16, "test": 40}
+    assert "validation" not in metrics and metrics["best_step"] == 10
+    assert "calibration_error" in metrics["test_details"]
+    # Above the threshold: the course's recipe, validation held out as always.
+    train = write_csv(tmp_path / "train.csv", balanced_rows(8, seed=1))
+    argv = train_args(tiny_model, train, tmp_path / "run", "few_shot.max_rows_per_class=7")
+    assert main([*argv, "train.max_steps=1"]) == 0
+    assert "method fine-tune (8 training rows per class > 7)" in capsys.readouterr().err
+    assert "validation" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+def test_the_pooling_layer_passes_on_the_masked_mean(tiny_model):
+    """Position 0 of the added layer is the LayerNorm of the mean over the real tokens of the
+    layer below (the [CLS] state it adds is 1e3 times smaller), so padding changes nothing."""
+    tokenizer = BertTokenizerFast.from_pretrained(tiny_model)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).eval()
+    texts = ["good", "the film was quite bad and the plot was poor"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        below = model.bert(**batch).last_hidden_state
+        few_shot.add_mean_pooling_layer(model)
+        pooled = []
+        hook = model.bert.pooler.register_forward_hook(lambda m, a, o: pooled.append(a[0][:, 0]))
+        padded = model(**batch).logits
+        alone = torch.cat([model(**tokenizer([t], return_tensors="pt")).logits for t in texts])
+        hook.remove()
+    mask = batch["attention_mask"].unsqueeze(-1)
+    mean = (below * mask).sum(1) / mask.sum(1)
+    expected = torch.nn.functional.layer_norm(mean, mean.shape[-1:], eps=1e-12)
+    assert torch.allclose(pooled[0], expected, atol=5e-3)
+    assert torch.allclose(padded, alone, atol=1e-5)
+    assert model.config.num_hidden_layers == 3
+
+
+@pytest.mark.bf16
+def test_the_export_loads_in_pipeline_with_our_labels_and_scores(run):
+    texts = [r["text"] for r in balanced_rows(10, seed=5)]
+    predictor = Predictor(run)
+    ours = predictor.predict_texts(texts)
+    theirs = pipeline("text-classification", model=str(run / "model"), device="cpu")(
+        texts, top_k=None
+    )
+    tolerance = score_tolerance(predictor.placement.precision)  # theirs: fp32
+    for mine, hf in zip(ours, theirs, strict=True):
+        assert {h["label"]: pytest.approx(h["score"], abs=tolerance) for h in hf} == mine["scores"]
+        best = max(hf, key=lambda h: h["score"])
+        if best["score"] - min(h["score"] for h in hf) > 2 * tolerance:  # not a near-tie
+            assert mine["label"] == best["label"]
+
+
+def test_two_rows_per_class_finish(tiny_model, tmp_path):
+    train = write_csv(tmp_path / "train.csv", balanced_rows(2, seed=3))
+    assert main(train_args(tiny_model, train, tmp_path / "run")) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"]["method"]["name"] == "few-shot"
+    assert metrics["train"]["optimizer_steps"] == 10  # 10 epochs of one 4-row batch
+
+
+def test_sentence_pairs_and_a_large_validation_set(tiny_model, tmp_path):
+    rows = pair_rows(400, seed=3)
+    train = [r for r in rows if r["label"] == 1][:6] + [r for r in rows if r["label"] == 0][:6]
+    train_csv = write_csv(tmp_path / "train.csv", train)
+    validation = write_csv(tmp_path / "validation.csv", rows[100:300])
+    argv = train_args(tiny_model, train_csv, tmp_path / "run", f"data.validation={validation}")
+    assert main(argv) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"]["method"]["name"] == "few-shot"
+    assert metrics["data"]["rows"] == {"train": 12, "validation": 200}
+    assert 0.0 <= metrics["validation_details"]["calibration_error"] <= 1.0
+    predicted = Predictor(tmp_path / "run").predict_texts(["good film"], ["great plot"])
+    assert predicted[0]["label"] in (0, 1, "0", "1")
+
+
+def test_resume_is_exact(run, tmp_path):
+    """From an epoch-end checkpoint before the end, the run ends with the same weights."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "model")
+    (copy / "metrics.json").unlink()
+    earlier = sorted((copy / "checkpoints").glob("step-*"))[0]
+    argv = ["train", str(copy / "config.yaml"), f"output_dir={copy}", "--resume", str(earlier)]
+    assert main(argv) == 0
+    reference = load_file(run / "model" / "model.safetensors")
+    resumed = load_file(copy / "model" / "model.safetensors")
+    assert reference.keys() == resumed.keys()
+    for key, value in reference.items():
+        assert (resumed[key] - value).abs().max().item() <= 1e-6, key
