@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import own_caches, sentiment_rows, write_csv
+from conftest import own_caches, sentiment_rows, tagged_rows, write_csv, write_jsonl
 
 from tunesmith.cli import main
 from tunesmith.errors import UserError
@@ -64,6 +64,16 @@ def classification_report(classification_run) -> str:
 
 def section(page: str, key: str) -> str:
     return re.search(rf'<section id="{key}">(.*?)</section>', page, re.S).group(1)
+
+
+def table_with(fragment: str, heading: str) -> str:
+    """The first table with a column of this heading."""
+    tables = re.findall(r"<table.*?</table>", fragment, re.S)
+    return next(t for t in tables if f"<th>{html.escape(heading)}</th>" in t)
+
+
+def header_of(table: str) -> list[str]:
+    return re.findall(r"<th>(.*?)</th>", table)
 
 
 def table_rows(fragment: str) -> list[list[str]]:
@@ -209,3 +219,81 @@ def test_runs_lists_finished_and_unfinished_newest_first(classification_run, tmp
 def test_runs_of_a_missing_folder_is_a_user_error(tmp_path, capsys):
     assert main(["runs", str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+# ---- multi-label runs ----
+
+
+@pytest.fixture(scope="module")
+def multi_label_run(tiny_model, tmp_path_factory, isolated_caches) -> Path:
+    folder = tmp_path_factory.mktemp("multi-label")
+    return train(
+        tiny_model,
+        write_jsonl(folder / "train.jsonl", tagged_rows(240, seed=1)),
+        write_jsonl(folder / "validation.jsonl", tagged_rows(60, seed=2)),
+        folder / "run",
+        "train.epochs=3",
+        "train.eval_every_steps=15",
+        "train.freeze_word_embeddings=false",
+    )
+
+
+def test_multi_label_page_has_per_label_table_and_cooccurrence(multi_label_run):
+    assert main(["report", str(multi_label_run)]) == 0
+    page = (multi_label_run / "report.html").read_text(encoding="utf-8")
+    assert_self_contained(page)
+    for heading in HEADINGS:
+        assert f"<h2>{html.escape(heading)}</h2>" in page
+    pngs = {p.name for p in (multi_label_run / "report").iterdir()}
+    assert {"label_distribution.png", "label_cooccurrence.png", "token_lengths.png"} <= pngs
+
+    # Per label: the thresholds saved in model/tunesmith.json, the figures metrics.json holds.
+    per_label = table_with(section(page, "validation"), "threshold")
+    assert header_of(per_label) == ["label", "threshold", "precision", "recall", "F1", "support"]
+    thresholds = json.loads((multi_label_run / "model" / "tunesmith.json").read_text())
+    stored = json.loads((multi_label_run / "metrics.json").read_text())["validation_details"]
+    rows = {row[0]: row[1:] for row in table_rows(per_label)}
+    assert set(rows) == {"mention", "neg", "pos"}
+    for name, (threshold, precision, recall, f1, support) in rows.items():
+        assert float(threshold) == pytest.approx(thresholds["thresholds"][name])
+        figures = stored["per_label"][name]
+        assert [precision, recall, f1] == [
+            f"{figures[k]:.4f}" for k in ("precision", "recall", "f1")
+        ]
+        assert int(support) == figures["support"]
+    assert "validation at threshold 0.5" in header_of(section(page, "validation"))
+
+    # Co-occurrence: counted from the training rows themselves; pos and neg never meet.
+    data = section(page, "data")
+    assert "Label co-occurrence in training" in data
+    assert 'alt="label co-occurrence heatmap"' in data
+    train = tagged_rows(240, seed=1)
+    both = {
+        ("mention", tag): sum({"mention", tag} <= set(r["labels"]) for r in train)
+        for tag in ("pos", "neg")
+    }
+    pairs = {
+        (a, b): int(n.replace(",", ""))
+        for a, b, n, *_ in table_rows(table_with(data, "rows with both"))
+    }
+    assert {frozenset(k) for k in pairs} == {frozenset(k) for k in both}
+    for (a, b), n in pairs.items():
+        assert n == both.get((a, b), both.get((b, a)))
+
+    worst = section(page, "worst")
+    assert header_of(worst)[1:3] == ["true labels", "predicted"]
+    truth = {html.escape(r["text"]): set(r["labels"]) for r in tagged_rows(60, seed=2)}
+    shown = table_rows(worst)
+    assert len(shown) == 10
+    assert all(set(row[1].split(", ")) == truth[row[0]] for row in shown)
+
+
+def test_multi_label_page_without_its_data_shows_stored_figures(multi_label_run, tmp_path):
+    run = shutil.copytree(multi_label_run, tmp_path / "run")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"]["validation"] = str(tmp_path / "moved.jsonl")
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    page = write_report(run).read_text(encoding="utf-8")
+    validation = section(page, "validation")
+    assert "(from metrics.json)" in validation and "moved.jsonl: no such file" in validation
+    assert {row[0] for row in table_rows(table_with(validation, "threshold"))} >= {"pos", "neg"}
