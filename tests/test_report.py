@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import own_caches, sentiment_rows, tagged_rows, write_csv, write_jsonl
+from sklearn.metrics import recall_score
 
 from tunesmith.cli import main
 from tunesmith.errors import UserError
+from tunesmith.predict import Predictor
 from tunesmith.report import SECTIONS, write_report
 
 HEADINGS = list(SECTIONS.values())
@@ -297,3 +299,111 @@ def test_multi_label_page_without_its_data_shows_stored_figures(multi_label_run,
     validation = section(page, "validation")
     assert "(from metrics.json)" in validation and "moved.jsonl: no such file" in validation
     assert {row[0] for row in table_rows(table_with(validation, "threshold"))} >= {"pos", "neg"}
+
+
+# ---- --compare ----
+
+
+@pytest.fixture(scope="module")
+def balanced_run(tiny_model, classification_run, isolated_caches) -> Path:
+    """The classification run's data and settings, with balanced class weights."""
+    folder = classification_run.parent
+    return train(
+        tiny_model,
+        folder / "train.csv",
+        folder / "validation.csv",
+        folder / "balanced",
+        "train.epochs=3",
+        "train.freeze_word_embeddings=false",  # learns, so its recall differs from the other's
+        "train.class_weights=balanced",
+    )
+
+
+def validation_recall(run: Path) -> dict[str, float]:
+    """Each class's recall on the classification runs' validation rows, measured apart from the
+    report: the predictor on the texts, scored by scikit-learn."""
+    rows = sentiment_rows(60, seed=2)
+    predictor = Predictor(run, precision="fp32")
+    predicted = [p["label"] for p in predictor.predict_texts([r["text"] for r in rows])]
+    names = list(predictor.labels.names)
+    recall = recall_score([r["label"] for r in rows], predicted, labels=names, average=None)
+    return dict(zip(names, map(float, recall), strict=True))
+
+
+def test_compare_sets_each_class_recall_beside_the_other_run(
+    classification_run, balanced_run, tmp_path
+):
+    out = tmp_path / "compare.html"
+    argv = ["report", str(classification_run), "--compare", str(balanced_run), "--out", str(out)]
+    assert main(argv) == 0
+    validation = section(out.read_text(encoding="utf-8"), "validation")
+    assert f"<h3>Against {balanced_run.name}</h3>" in validation
+    settings = table_rows(table_with(validation, "setting"))
+    assert ["train.class_weights", "null", "balanced"] in settings
+    table = table_with(validation, "recall (other)")
+    assert header_of(table)[:5] == ["class", "support", "recall", "recall (other)", "Δ recall"]
+    mine, theirs = validation_recall(classification_run), validation_recall(balanced_run)
+    rows = table_rows(table)
+    assert [row[0] for row in rows] == ["negative", "positive"]
+    assert mine != theirs  # two different models, so the test tells the columns apart
+    for name, _support, recall, other, delta, *_ in rows:
+        assert float(recall) == pytest.approx(mine[name], abs=6e-5)
+        assert float(other) == pytest.approx(theirs[name], abs=6e-5)
+        assert float(delta) == pytest.approx(mine[name] - theirs[name], abs=1e-4)
+
+
+def test_compare_of_multi_label_runs_is_per_label(multi_label_run, tmp_path):
+    copy = shutil.copytree(multi_label_run, tmp_path / "copy")
+    out = tmp_path / "compare.html"
+    argv = ["report", str(multi_label_run), "--compare", str(copy), "--out", str(out)]
+    assert main(argv) == 0
+    validation = section(out.read_text(encoding="utf-8"), "validation")
+    assert "<h3>Against copy</h3>" in validation
+    assert "The two runs&#x27; configs are the same." in validation
+    rows = table_rows(table_with(validation, "recall (other)"))
+    assert {row[0] for row in rows} == {"mention", "neg", "pos"}
+    assert all(row[2] == row[3] and float(row[4]) == 0 for row in rows)  # the same model
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    return err
+
+
+def test_compare_refuses_other_labels_with_both_folders_named(
+    tiny_model, classification_run, multi_label_run, tmp_path, capsys
+):
+    rows = sentiment_rows(40, seed=6) + [{"text": "a film", "label": "neutral"}] * 4
+    three = train(
+        tiny_model,
+        write_csv(tmp_path / "t.csv", rows),
+        write_csv(tmp_path / "v.csv", rows),
+        tmp_path / "three",
+        "train.max_steps=1",
+    )
+    capsys.readouterr()
+    assert main(["report", str(classification_run), "--compare", str(three)]) == 2
+    err = one_line_error(capsys)
+    assert f"cannot compare {classification_run} with {three}: their labels differ" in err
+    assert "only in the second: 'neutral'" in err
+    assert main(["report", str(classification_run), "--compare", str(multi_label_run)]) == 2
+    err = one_line_error(capsys)
+    assert "the first is a classification run, the second a multi_label run" in err
+
+
+def test_compare_refuses_other_validation_rows(classification_run, balanced_run, tmp_path, capsys):
+    other = shutil.copytree(balanced_run, tmp_path / "other")
+    validation = write_csv(tmp_path / "validation.csv", sentiment_rows(60, seed=7))
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    config["data"]["validation"] = str(validation)
+    (other / "config.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "page.html"
+    argv = ["report", str(classification_run), "--compare", str(other), "--out", str(out)]
+    assert main(argv) == 2
+    err = one_line_error(capsys)
+    assert (
+        f"cannot compare {classification_run} with {other}: they validate on different rows" in err
+    )
+    assert f"data.validation: {classification_run.parent / 'validation.csv'} vs {validation}" in err
+    assert not out.exists()

@@ -3,7 +3,9 @@
 The page inlines its CSS and figures (base64 PNG data URIs), so it survives being mailed or
 attached as a single file; the figures are also written to a folder beside it. Validation
 predictions are recomputed with the exported model on the data files named in config.yaml, put
-through the same column, label, hold-out and sampling steps as training.
+through the same column, label, hold-out and sampling steps as training. With `--compare`,
+another run's model predicts the same validation rows, and the page sets the two side by side,
+class by class.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ TOKEN_LENGTH_SAMPLE = 20_000  # training rows tokenized for the histogram: enoug
 SHOWN_TEXT_CHARS = 400  # longer texts are cut in the examples table to keep it scannable
 TOP_PAIRS = 10  # multi-label: the most frequent label pairs listed under the co-occurrence map
 CLASS_TASKS = ("classification", "multi_label")  # label kinds with classes: per-class tables
+# Data keys that shape training alone: runs that differ only in these validate on the same rows.
+TRAINING_ONLY_DATA_KEYS = frozenset({"test", "max_length", "max_train_samples", "cache_dir"})
 SECTIONS = {
     "config": "Configuration",
     "data": "Data",
@@ -105,12 +109,18 @@ class Figures:
         return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def write_report(
+    run_dir: str | Path, out: str | Path | None = None, compare: str | Path | None = None
+) -> Path:
     """Write the report page (default RUN/report.html) and its PNGs (RUN/report/); returns the
-    page's path."""
+    page's path. `compare`: another finished run of the same classes, validated on the same
+    rows, whose model is set beside this one's, class by class."""
     from tunesmith.predict import Predictor
 
     run = load_run(run_dir)
+    other = load_run(compare) if compare is not None else None
+    if other is not None:
+        check_comparable(run, other)
     out_path = Path(out).expanduser() if out else run.path / "report.html"
     if out_path.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out {out_path}: give an .html file (its figures go to a folder beside)")
@@ -120,7 +130,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     try:
         splits, data_problem = load_splits(run), None
     except UserError as e:  # files moved or gone: report what metrics.json and the log hold
+        if other is not None:
+            raise UserError(f"{_cannot_compare(run, other)}: the first's data: {e}") from None
         splits, data_problem = None, str(e)
+    if other is not None:
+        _check_same_validation(run, splits, other)
     predictor = Predictor(run.path)
     body = [
         _summary(run),
@@ -136,6 +150,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     else:
         scored = score(predictor, splits)
         validation, worst = _class_results(run, scored, splits, figures)
+        if other is not None:
+            validation += "\n" + _comparison(run, scored, other, splits)
     body += [
         _section("validation", validation),
         _section("worst", worst),
@@ -146,6 +162,98 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 def _kind(run: Run) -> str | None:
     return run.metrics.get("data", {}).get("task")
+
+
+def _cannot_compare(run: Run, other: Run) -> str:
+    return f"cannot compare {run.path} with {other.path}"
+
+
+def check_comparable(run: Run, other: Run) -> None:
+    """Refuse --compare, in one line naming both folders, unless both runs put texts into the
+    same classes; that they validate on the same rows is checked once the data is read."""
+    kinds = (_kind(run), _kind(other))
+    for r, kind in zip((run, other), kinds, strict=True):
+        if kind not in CLASS_TASKS:
+            raise UserError(
+                f"{_cannot_compare(run, other)}: {r.path} is a {kind} run; --compare sets the "
+                f"classes of two classification or two multi-label runs side by side"
+            )
+    if kinds[0] != kinds[1]:
+        raise UserError(
+            f"{_cannot_compare(run, other)}: the first is a {kinds[0]} run, the second a "
+            f"{kinds[1]} run"
+        )
+    mine, theirs = (set(r.metrics.get("data", {}).get("labels", [])) for r in (run, other))
+    if mine != theirs:
+
+        def shown(names: set) -> str:
+            return ", ".join(map(repr, sorted(names))) or "none"
+
+        raise UserError(
+            f"{_cannot_compare(run, other)}: their labels differ (only in the first: "
+            f"{shown(mine - theirs)}; only in the second: {shown(theirs - mine)}); compare runs "
+            f"trained on the same classes"
+        )
+
+
+def _check_same_validation(run: Run, splits: Splits, other: Run) -> None:
+    """Refuse --compare unless the other run's config yields the very validation rows (texts and
+    labels) this run's does; the settings that differ are named as the likely cause."""
+    try:
+        theirs = load_splits(other)
+    except UserError as e:
+        raise UserError(f"{_cannot_compare(run, other)}: the second's data: {e}") from None
+    difference = _row_difference(run, splits, other, theirs)
+    if difference:
+        why = "; ".join([difference, *_setting_differences(run, other)])
+        raise UserError(
+            f"{_cannot_compare(run, other)}: they validate on different rows ({why}); compare "
+            f"runs validated on the same data"
+        )
+
+
+def _row_difference(run: Run, mine: Splits, other: Run, theirs: Splits) -> str | None:
+    a, b = mine.datasets["validation"], theirs.datasets["validation"]
+    if len(a) != len(b):
+        return f"{len(a):,} vs {len(b):,} validation rows"
+    if len(mine.columns.texts) != len(theirs.columns.texts):
+        return "single texts vs sentence pairs"
+    for col_a, col_b in zip(mine.columns.texts, theirs.columns.texts, strict=True):
+        changed = _first_difference(a[col_a], b[col_b])
+        if changed is not None:
+            return f"validation row {changed + 1} has another text"
+    # As names: two runs may number the same classes differently.
+    changed = _first_difference(_label_names(a["labels"], run), _label_names(b["labels"], other))
+    return None if changed is None else f"validation row {changed + 1} has another label"
+
+
+def _first_difference(xs: list, ys: list) -> int | None:
+    """The first index where two lists of equal length differ."""
+    return next((i for i, (x, y) in enumerate(zip(xs, ys, strict=True)) if x != y), None)
+
+
+def _label_names(labels: list, run: Run) -> list:
+    """Class ids as names, 0/1 rows as sets of names."""
+    names = run.metrics.get("data", {}).get("labels", [])
+    return [
+        names[v] if isinstance(v, int) else {n for n, x in zip(names, v, strict=True) if x}
+        for v in labels
+    ]
+
+
+def _setting_differences(run: Run, other: Run) -> list[str]:
+    """'key: this vs that' for the settings that decide which rows a run validates on."""
+
+    def settings(r: Run) -> dict:
+        data = r.config.get("data", {})
+        found = {f"data.{k}": v for k, v in data.items() if k not in TRAINING_ONLY_DATA_KEYS}
+        for key in ("data.train", "data.validation"):  # as the report reads them: from here
+            if isinstance(found.get(key), str):
+                found[key] = str(Path(found[key]).expanduser().resolve())
+        return {**found, "train.seed": r.config.get("train", {}).get("seed")}
+
+    a, b = settings(run), settings(other)
+    return [f"{k}: {a.get(k)} vs {b.get(k)}" for k in sorted(a | b) if a.get(k) != b.get(k)]
 
 
 def _write_page(run: Run, out_path: Path, body: list[str]) -> Path:
@@ -472,15 +580,18 @@ class Scored:
         return report
 
 
-def score(predictor: Any, splits: Splits) -> Scored:
-    """`predictor`'s model on the validation rows."""
-    names = list(predictor.labels.names)
+def score(predictor: Any, splits: Splits, names: list[str] | None = None) -> Scored:
+    """`predictor`'s model on the validation rows, with the classes in `names`' order (its own
+    by default; the rows' label ids must follow the same order)."""
+    own = list(predictor.labels.names)
+    names = names or own
+    order = [own.index(n) for n in names]
     validation = splits.datasets["validation"]
-    logits = predictor.logits(validation, splits.columns).astype(np.float64)
+    logits = predictor.logits(validation, splits.columns)[:, order].astype(np.float64)
     labels = np.asarray(validation["labels"])
     if predictor.labels.kind == "multi_label":
         probabilities = 1.0 / (1.0 + np.exp(-logits))
-        thresholds = np.asarray(predictor.thresholds)
+        thresholds = np.asarray(predictor.thresholds)[order]
         predictions = (probabilities >= thresholds).astype(int)
         return Scored(names, labels.astype(int), probabilities, predictions, thresholds)
     shifted = np.exp(logits - logits.max(-1, keepdims=True))
@@ -645,6 +756,56 @@ def _per_class_table(per_class: dict[str, dict], title: str) -> str:
     ]
     table = _table([*header, "precision", "recall", "F1", "support"], rows)
     return f"<h3>{html.escape(title)}</h3>\n{table}"
+
+
+def _comparison(run: Run, scored: Scored, other: Run, splits: Splits) -> str:
+    """The other run's model on the same validation rows, beside this run's, class by class."""
+    from tunesmith import tracking
+    from tunesmith.predict import Predictor
+
+    theirs = score(Predictor(other.path), splits, scored.names)
+    mine_scores, their_scores = scored.scores(), theirs.scores()
+    overall = [[k, v, their_scores[k], v - their_scores[k]] for k, v in mine_scores.items()]
+    mine, their = scored.per_class(), theirs.per_class()
+    kinds = ("recall", "precision", "f1")
+    rows = [
+        [
+            name,
+            mine[name]["support"],
+            *(
+                x
+                for f in kinds
+                for x in (mine[name][f], their[name][f], mine[name][f] - their[name][f])
+            ),
+        ]
+        for name in scored.names
+    ]
+    header = ["label" if scored.multi else "class", "support"]
+    for f in ("recall", "precision", "F1"):
+        header += [f, f"{f} (other)", f"Δ {f}"]
+    mine_config, their_config = tracking.flat_config(run.config), tracking.flat_config(other.config)
+    settings = [
+        [key, _config_value(mine_config.get(key)), _config_value(their_config.get(key))]
+        for key in sorted(mine_config | their_config)
+        if key != "output_dir" and mine_config.get(key) != their_config.get(key)
+    ]
+    thresholds = "; multi-label runs decide at their own tuned thresholds" * scored.multi
+    explain = _p(
+        f"This run: {run.path.resolve()}. Other run: {other.path.resolve()}. Both models "
+        f"predicted the same {len(scored.labels):,} validation rows now{thresholds}; Δ is this "
+        f"run minus the other."
+    )
+    return "\n".join(
+        [
+            f"<h3>Against {html.escape(other.path.resolve().name)}</h3>",
+            explain,
+            _table(["setting", "this run", "other run"], settings)
+            if settings
+            else _p("The two runs' configs are the same."),
+            _table(["metric", "this run", "other run", "Δ"], overall),
+            _table(header, rows),
+        ]
+    )
 
 
 def _throughput(m: dict) -> str:
