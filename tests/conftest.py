@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,6 +94,26 @@ def pair_rows(n: int, seed: int = 0) -> list[dict]:
             {"sentence1": sentence(rng, a), "sentence2": sentence(rng, b), "label": int(a is b)}
         )
     return rows
+
+
+def tagged_rows(n: int, seed: int) -> list[dict]:
+    """Multi-label rows: a sentiment word decides pos or neg; the word "neutral", in about half
+    the rows, adds the label "mention": rows carry one or two labels."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        tags = [rng.choice(["pos", "neg"])] + ["mention"] * (rng.random() < 0.5)
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 6))]
+        words.append(rng.choice(POSITIVE if "pos" in tags else NEGATIVE))
+        words += ["neutral"] * ("mention" in tags)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "labels": tags})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
 
 
 def write_csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:

@@ -4,14 +4,13 @@ and used everywhere, the export that `pipeline` loads, resume, and bad input."""
 from __future__ import annotations
 
 import json
-import random
 import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FILLER, NEGATIVE, POSITIVE, own_caches, write_csv
+from conftest import own_caches, tagged_rows, write_csv, write_jsonl
 from datasets import Dataset
 from safetensors.torch import load_file
 from test_serve import Server
@@ -24,26 +23,6 @@ from tunesmith.metrics import tune_thresholds
 from tunesmith.predict import Predictor
 from tunesmith.serve import create_app
 from tunesmith.tasks.multi_label import label_sets
-
-
-def tagged_rows(n: int, seed: int) -> list[dict]:
-    """A sentiment word decides pos or neg; the word "neutral", in about half the rows, adds the
-    label "mention": rows carry one or two labels."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        tags = [rng.choice(["pos", "neg"])] + ["mention"] * (rng.random() < 0.5)
-        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 6))]
-        words.append(rng.choice(POSITIVE if "pos" in tags else NEGATIVE))
-        words += ["neutral"] * ("mention" in tags)
-        rng.shuffle(words)
-        rows.append({"text": " ".join(words), "labels": tags})
-    return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.mark.parametrize(

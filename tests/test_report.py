@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import own_caches, sentiment_rows, write_csv
+from conftest import own_caches, sentiment_rows, tagged_rows, write_csv, write_jsonl
+from sklearn.metrics import recall_score
 
 from tunesmith.cli import main
 from tunesmith.errors import UserError
+from tunesmith.predict import Predictor
 from tunesmith.report import SECTIONS, write_report
 
 HEADINGS = list(SECTIONS.values())
@@ -64,6 +66,16 @@ def classification_report(classification_run) -> str:
 
 def section(page: str, key: str) -> str:
     return re.search(rf'<section id="{key}">(.*?)</section>', page, re.S).group(1)
+
+
+def table_with(fragment: str, heading: str) -> str:
+    """The first table with a column of this heading."""
+    tables = re.findall(r"<table.*?</table>", fragment, re.S)
+    return next(t for t in tables if f"<th>{html.escape(heading)}</th>" in t)
+
+
+def header_of(table: str) -> list[str]:
+    return re.findall(r"<th>(.*?)</th>", table)
 
 
 def table_rows(fragment: str) -> list[list[str]]:
@@ -209,3 +221,189 @@ def test_runs_lists_finished_and_unfinished_newest_first(classification_run, tmp
 def test_runs_of_a_missing_folder_is_a_user_error(tmp_path, capsys):
     assert main(["runs", str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+# ---- multi-label runs ----
+
+
+@pytest.fixture(scope="module")
+def multi_label_run(tiny_model, tmp_path_factory, isolated_caches) -> Path:
+    folder = tmp_path_factory.mktemp("multi-label")
+    return train(
+        tiny_model,
+        write_jsonl(folder / "train.jsonl", tagged_rows(240, seed=1)),
+        write_jsonl(folder / "validation.jsonl", tagged_rows(60, seed=2)),
+        folder / "run",
+        "train.epochs=3",
+        "train.eval_every_steps=15",
+        "train.freeze_word_embeddings=false",
+    )
+
+
+def test_multi_label_page_has_per_label_table_and_cooccurrence(multi_label_run):
+    assert main(["report", str(multi_label_run)]) == 0
+    page = (multi_label_run / "report.html").read_text(encoding="utf-8")
+    assert_self_contained(page)
+    for heading in HEADINGS:
+        assert f"<h2>{html.escape(heading)}</h2>" in page
+    pngs = {p.name for p in (multi_label_run / "report").iterdir()}
+    assert {"label_distribution.png", "label_cooccurrence.png", "token_lengths.png"} <= pngs
+
+    # Per label: the thresholds saved in model/tunesmith.json, the figures metrics.json holds.
+    per_label = table_with(section(page, "validation"), "threshold")
+    assert header_of(per_label) == ["label", "threshold", "precision", "recall", "F1", "support"]
+    thresholds = json.loads((multi_label_run / "model" / "tunesmith.json").read_text())
+    stored = json.loads((multi_label_run / "metrics.json").read_text())["validation_details"]
+    rows = {row[0]: row[1:] for row in table_rows(per_label)}
+    assert set(rows) == {"mention", "neg", "pos"}
+    for name, (threshold, precision, recall, f1, support) in rows.items():
+        assert float(threshold) == pytest.approx(thresholds["thresholds"][name])
+        figures = stored["per_label"][name]
+        assert [precision, recall, f1] == [
+            f"{figures[k]:.4f}" for k in ("precision", "recall", "f1")
+        ]
+        assert int(support) == figures["support"]
+    assert "validation at threshold 0.5" in header_of(section(page, "validation"))
+
+    # Co-occurrence: counted from the training rows themselves; pos and neg never meet.
+    data = section(page, "data")
+    assert "Label co-occurrence in training" in data
+    assert 'alt="label co-occurrence heatmap"' in data
+    train = tagged_rows(240, seed=1)
+    both = {
+        ("mention", tag): sum({"mention", tag} <= set(r["labels"]) for r in train)
+        for tag in ("pos", "neg")
+    }
+    pairs = {
+        (a, b): int(n.replace(",", ""))
+        for a, b, n, *_ in table_rows(table_with(data, "rows with both"))
+    }
+    assert {frozenset(k) for k in pairs} == {frozenset(k) for k in both}
+    for (a, b), n in pairs.items():
+        assert n == both.get((a, b), both.get((b, a)))
+
+    worst = section(page, "worst")
+    assert header_of(worst)[1:3] == ["true labels", "predicted"]
+    truth = {html.escape(r["text"]): set(r["labels"]) for r in tagged_rows(60, seed=2)}
+    shown = table_rows(worst)
+    assert len(shown) == 10
+    assert all(set(row[1].split(", ")) == truth[row[0]] for row in shown)
+
+
+def test_multi_label_page_without_its_data_shows_stored_figures(multi_label_run, tmp_path):
+    run = shutil.copytree(multi_label_run, tmp_path / "run")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"]["validation"] = str(tmp_path / "moved.jsonl")
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    page = write_report(run).read_text(encoding="utf-8")
+    validation = section(page, "validation")
+    assert "(from metrics.json)" in validation and "moved.jsonl: no such file" in validation
+    assert {row[0] for row in table_rows(table_with(validation, "threshold"))} >= {"pos", "neg"}
+
+
+# ---- --compare ----
+
+
+@pytest.fixture(scope="module")
+def balanced_run(tiny_model, classification_run, isolated_caches) -> Path:
+    """The classification run's data and settings, with balanced class weights."""
+    folder = classification_run.parent
+    return train(
+        tiny_model,
+        folder / "train.csv",
+        folder / "validation.csv",
+        folder / "balanced",
+        "train.epochs=3",
+        "train.freeze_word_embeddings=false",  # learns, so its recall differs from the other's
+        "train.class_weights=balanced",
+    )
+
+
+def validation_recall(run: Path) -> dict[str, float]:
+    """Each class's recall on the classification runs' validation rows, measured apart from the
+    report: the predictor on the texts, scored by scikit-learn."""
+    rows = sentiment_rows(60, seed=2)
+    predictor = Predictor(run, precision="fp32")
+    predicted = [p["label"] for p in predictor.predict_texts([r["text"] for r in rows])]
+    names = list(predictor.labels.names)
+    recall = recall_score([r["label"] for r in rows], predicted, labels=names, average=None)
+    return dict(zip(names, map(float, recall), strict=True))
+
+
+def test_compare_sets_each_class_recall_beside_the_other_run(
+    classification_run, balanced_run, tmp_path
+):
+    out = tmp_path / "compare.html"
+    argv = ["report", str(classification_run), "--compare", str(balanced_run), "--out", str(out)]
+    assert main(argv) == 0
+    validation = section(out.read_text(encoding="utf-8"), "validation")
+    assert f"<h3>Against {balanced_run.name}</h3>" in validation
+    settings = table_rows(table_with(validation, "setting"))
+    assert ["train.class_weights", "null", "balanced"] in settings
+    table = table_with(validation, "recall (other)")
+    assert header_of(table)[:5] == ["class", "support", "recall", "recall (other)", "Δ recall"]
+    mine, theirs = validation_recall(classification_run), validation_recall(balanced_run)
+    rows = table_rows(table)
+    assert [row[0] for row in rows] == ["negative", "positive"]
+    assert mine != theirs  # two different models, so the test tells the columns apart
+    for name, _support, recall, other, delta, *_ in rows:
+        assert float(recall) == pytest.approx(mine[name], abs=6e-5)
+        assert float(other) == pytest.approx(theirs[name], abs=6e-5)
+        assert float(delta) == pytest.approx(mine[name] - theirs[name], abs=1e-4)
+
+
+def test_compare_of_multi_label_runs_is_per_label(multi_label_run, tmp_path):
+    copy = shutil.copytree(multi_label_run, tmp_path / "copy")
+    out = tmp_path / "compare.html"
+    argv = ["report", str(multi_label_run), "--compare", str(copy), "--out", str(out)]
+    assert main(argv) == 0
+    validation = section(out.read_text(encoding="utf-8"), "validation")
+    assert "<h3>Against copy</h3>" in validation
+    assert "The two runs&#x27; configs are the same." in validation
+    rows = table_rows(table_with(validation, "recall (other)"))
+    assert {row[0] for row in rows} == {"mention", "neg", "pos"}
+    assert all(row[2] == row[3] and float(row[4]) == 0 for row in rows)  # the same model
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    return err
+
+
+def test_compare_refuses_other_labels_with_both_folders_named(
+    tiny_model, classification_run, multi_label_run, tmp_path, capsys
+):
+    rows = sentiment_rows(40, seed=6) + [{"text": "a film", "label": "neutral"}] * 4
+    three = train(
+        tiny_model,
+        write_csv(tmp_path / "t.csv", rows),
+        write_csv(tmp_path / "v.csv", rows),
+        tmp_path / "three",
+        "train.max_steps=1",
+    )
+    capsys.readouterr()
+    assert main(["report", str(classification_run), "--compare", str(three)]) == 2
+    err = one_line_error(capsys)
+    assert f"cannot compare {classification_run} with {three}: their labels differ" in err
+    assert "only in the second: 'neutral'" in err
+    assert main(["report", str(classification_run), "--compare", str(multi_label_run)]) == 2
+    err = one_line_error(capsys)
+    assert "the first is a classification run, the second a multi_label run" in err
+
+
+def test_compare_refuses_other_validation_rows(classification_run, balanced_run, tmp_path, capsys):
+    other = shutil.copytree(balanced_run, tmp_path / "other")
+    validation = write_csv(tmp_path / "validation.csv", sentiment_rows(60, seed=7))
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    config["data"]["validation"] = str(validation)
+    (other / "config.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "page.html"
+    argv = ["report", str(classification_run), "--compare", str(other), "--out", str(out)]
+    assert main(argv) == 2
+    err = one_line_error(capsys)
+    assert (
+        f"cannot compare {classification_run} with {other}: they validate on different rows" in err
+    )
+    assert f"data.validation: {classification_run.parent / 'validation.csv'} vs {validation}" in err
+    assert not out.exists()

@@ -238,10 +238,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from tunesmith.report import check_comparable, load_run
+
+    # A wrong folder, or runs that cannot be compared, answered before seconds of imports.
+    run = load_run(args.run)
+    if args.compare:
+        check_comparable(run, load_run(args.compare))
     _quiet_libraries()
     from tunesmith.report import write_report
 
-    print(write_report(args.run, args.out))
+    print(write_report(args.run, args.out, args.compare))
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
@@ -362,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         help="the .html file to write (default RUN/report.html); its PNGs go to a folder of the "
         "same name beside it",
+    )
+    p.add_argument(
+        "--compare",
+        metavar="OTHER_RUN",
+        help="another finished run of the same classes and validation data: its model predicts "
+        "the same rows, and the page sets recall, precision and F1 per class side by side",
     )
     p.set_defaults(func=cmd_report)
 

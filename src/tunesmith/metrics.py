@@ -91,11 +91,12 @@ def multi_label_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
 
 
 def per_label(labels: np.ndarray, predictions: np.ndarray, names: list[str]) -> dict:
-    """Each label's precision, recall, F1 and support (its positive rows)."""
+    """Each label's (or class's) precision, recall, F1 and support (its positive rows), from
+    0/1 matrices (multi-label) or class ids; a class no row has or gets still has its entry."""
     from sklearn import metrics as skm
 
     p, r, f, support = skm.precision_recall_fscore_support(
-        labels, predictions, average=None, zero_division=0
+        labels, predictions, labels=list(range(len(names))), average=None, zero_division=0
     )
     return {
         name: {

@@ -3,7 +3,9 @@
 The page inlines its CSS and figures (base64 PNG data URIs), so it survives being mailed or
 attached as a single file; the figures are also written to a folder beside it. Validation
 predictions are recomputed with the exported model on the data files named in config.yaml, put
-through the same column, label, hold-out and sampling steps as training.
+through the same column, label, hold-out and sampling steps as training. With `--compare`,
+another run's model predicts the same validation rows, and the page sets the two side by side,
+class by class.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tunesmith import metrics
 from tunesmith.errors import UserError
 from tunesmith.runfolder import CONFIG, METRICS, METRICS_LOG, read_log
 
@@ -29,6 +32,10 @@ from tunesmith.runfolder import CONFIG, METRICS, METRICS_LOG, read_log
 WORST_EXAMPLES = 10
 TOKEN_LENGTH_SAMPLE = 20_000  # training rows tokenized for the histogram: enough for its shape
 SHOWN_TEXT_CHARS = 400  # longer texts are cut in the examples table to keep it scannable
+TOP_PAIRS = 10  # multi-label: the most frequent label pairs listed under the co-occurrence map
+CLASS_TASKS = ("classification", "multi_label")  # label kinds with classes: per-class tables
+# Data keys that shape training alone: runs that differ only in these validate on the same rows.
+TRAINING_ONLY_DATA_KEYS = frozenset({"test", "max_length", "max_train_samples", "cache_dir"})
 SECTIONS = {
     "config": "Configuration",
     "data": "Data",
@@ -102,29 +109,33 @@ class Figures:
         return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def write_report(
+    run_dir: str | Path, out: str | Path | None = None, compare: str | Path | None = None
+) -> Path:
     """Write the report page (default RUN/report.html) and its PNGs (RUN/report/); returns the
-    page's path."""
+    page's path. `compare`: another finished run of the same classes, validated on the same
+    rows, whose model is set beside this one's, class by class."""
     from tunesmith.predict import Predictor
 
     run = load_run(run_dir)
+    other = load_run(compare) if compare is not None else None
+    if other is not None:
+        check_comparable(run, other)
     out_path = Path(out).expanduser() if out else run.path / "report.html"
     if out_path.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out {out_path}: give an .html file (its figures go to a folder beside)")
     figures = Figures(out_path.with_suffix(""))
-    task = run.metrics.get("data", {}).get("task")
-    if task in ("masked-lm", "causal-lm"):
+    if _kind(run) in ("masked-lm", "causal-lm"):
         return _write_page(run, out_path, _language_model_body(run, figures))
-    if task == "multi_label":
-        raise UserError(
-            f"{run.path}: a multi-label run; its report page is not built yet: metrics.json "
-            f"holds each label's threshold, precision, recall and F1 (validation_details)"
-        )
-    predictor = Predictor(run.path)
     try:
         splits, data_problem = load_splits(run), None
     except UserError as e:  # files moved or gone: report what metrics.json and the log hold
+        if other is not None:
+            raise UserError(f"{_cannot_compare(run, other)}: the first's data: {e}") from None
         splits, data_problem = None, str(e)
+    if other is not None:
+        _check_same_validation(run, splits, other)
+    predictor = Predictor(run.path)
     body = [
         _summary(run),
         _nav(),
@@ -132,13 +143,117 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         _section("data", _data(run, predictor, splits, data_problem, figures)),
         _section("curves", _curves(run, figures)),
     ]
-    validation, worst = _predictions(run, predictor, splits, data_problem, figures)
+    if splits is None:
+        validation, worst = _without_predictions(run, data_problem)
+    elif predictor.labels.kind == "regression":
+        validation, worst = _regression_results(run, predictor, splits, figures)
+    else:
+        scored = score(predictor, splits)
+        validation, worst = _class_results(run, scored, splits, figures)
+        if other is not None:
+            validation += "\n" + _comparison(run, scored, other, splits)
     body += [
         _section("validation", validation),
         _section("worst", worst),
         _section("throughput", _throughput(run.metrics)),
     ]
     return _write_page(run, out_path, body)
+
+
+def _kind(run: Run) -> str | None:
+    return run.metrics.get("data", {}).get("task")
+
+
+def _cannot_compare(run: Run, other: Run) -> str:
+    return f"cannot compare {run.path} with {other.path}"
+
+
+def check_comparable(run: Run, other: Run) -> None:
+    """Refuse --compare, in one line naming both folders, unless both runs put texts into the
+    same classes; that they validate on the same rows is checked once the data is read."""
+    kinds = (_kind(run), _kind(other))
+    for r, kind in zip((run, other), kinds, strict=True):
+        if kind not in CLASS_TASKS:
+            raise UserError(
+                f"{_cannot_compare(run, other)}: {r.path} is a {kind} run; --compare sets the "
+                f"classes of two classification or two multi-label runs side by side"
+            )
+    if kinds[0] != kinds[1]:
+        raise UserError(
+            f"{_cannot_compare(run, other)}: the first is a {kinds[0]} run, the second a "
+            f"{kinds[1]} run"
+        )
+    mine, theirs = (set(r.metrics.get("data", {}).get("labels", [])) for r in (run, other))
+    if mine != theirs:
+
+        def shown(names: set) -> str:
+            return ", ".join(map(repr, sorted(names))) or "none"
+
+        raise UserError(
+            f"{_cannot_compare(run, other)}: their labels differ (only in the first: "
+            f"{shown(mine - theirs)}; only in the second: {shown(theirs - mine)}); compare runs "
+            f"trained on the same classes"
+        )
+
+
+def _check_same_validation(run: Run, splits: Splits, other: Run) -> None:
+    """Refuse --compare unless the other run's config yields the very validation rows (texts and
+    labels) this run's does; the settings that differ are named as the likely cause."""
+    try:
+        theirs = load_splits(other)
+    except UserError as e:
+        raise UserError(f"{_cannot_compare(run, other)}: the second's data: {e}") from None
+    difference = _row_difference(run, splits, other, theirs)
+    if difference:
+        why = "; ".join([difference, *_setting_differences(run, other)])
+        raise UserError(
+            f"{_cannot_compare(run, other)}: they validate on different rows ({why}); compare "
+            f"runs validated on the same data"
+        )
+
+
+def _row_difference(run: Run, mine: Splits, other: Run, theirs: Splits) -> str | None:
+    a, b = mine.datasets["validation"], theirs.datasets["validation"]
+    if len(a) != len(b):
+        return f"{len(a):,} vs {len(b):,} validation rows"
+    if len(mine.columns.texts) != len(theirs.columns.texts):
+        return "single texts vs sentence pairs"
+    for col_a, col_b in zip(mine.columns.texts, theirs.columns.texts, strict=True):
+        changed = _first_difference(a[col_a], b[col_b])
+        if changed is not None:
+            return f"validation row {changed + 1} has another text"
+    # As names: two runs may number the same classes differently.
+    changed = _first_difference(_label_names(a["labels"], run), _label_names(b["labels"], other))
+    return None if changed is None else f"validation row {changed + 1} has another label"
+
+
+def _first_difference(xs: list, ys: list) -> int | None:
+    """The first index where two lists of equal length differ."""
+    return next((i for i, (x, y) in enumerate(zip(xs, ys, strict=True)) if x != y), None)
+
+
+def _label_names(labels: list, run: Run) -> list:
+    """Class ids as names, 0/1 rows as sets of names."""
+    names = run.metrics.get("data", {}).get("labels", [])
+    return [
+        names[v] if isinstance(v, int) else {n for n, x in zip(names, v, strict=True) if x}
+        for v in labels
+    ]
+
+
+def _setting_differences(run: Run, other: Run) -> list[str]:
+    """'key: this vs that' for the settings that decide which rows a run validates on."""
+
+    def settings(r: Run) -> dict:
+        data = r.config.get("data", {})
+        found = {f"data.{k}": v for k, v in data.items() if k not in TRAINING_ONLY_DATA_KEYS}
+        for key in ("data.train", "data.validation"):  # as the report reads them: from here
+            if isinstance(found.get(key), str):
+                found[key] = str(Path(found[key]).expanduser().resolve())
+        return {**found, "train.seed": r.config.get("train", {}).get("seed")}
+
+    a, b = settings(run), settings(other)
+    return [f"{k}: {a.get(k)} vs {b.get(k)}" for k in sorted(a | b) if a.get(k) != b.get(k)]
 
 
 def _write_page(run: Run, out_path: Path, body: list[str]) -> Path:
@@ -268,18 +383,27 @@ def _data(
             )
         )
     labels = {name: np.asarray(split["labels"]) for name, split in ds.items()}
-    if predictor.labels.kind == "classification":
+    if predictor.labels.kind in CLASS_TASKS:
         names = list(predictor.labels.names)
-        counts = {n: np.bincount(v, minlength=len(names)) for n, v in labels.items()}
+        multi = predictor.labels.kind == "multi_label"
+        counts = {
+            n: v.sum(0).astype(int) if multi else np.bincount(v, minlength=len(names))
+            for n, v in labels.items()
+        }
+        rows = {n: len(ds[n]) for n in ds}
+        if multi:
+            parts.append(_p("Rows carrying each label (a row may carry several):"))
         header = ["split", "rows", *names]
-        parts.append(_table(header, [[n, len(ds[n]), *(int(c) for c in counts[n])] for n in ds]))
+        parts.append(_table(header, [[n, rows[n], *(int(c) for c in counts[n])] for n in ds]))
         parts.append(
             figures.add(
                 "label_distribution",
-                lambda p: tracking.plot_label_distribution(counts, names, p),
+                lambda p: tracking.plot_label_distribution(counts, rows, names, p),
                 "label distribution per split",
             )
         )
+        if multi:
+            parts.append(_cooccurrence(labels["train"], names, figures))
     else:
         header = ["split", "rows", "mean", "std", "min", "max"]
         stats = [
@@ -314,6 +438,52 @@ def _data(
         )
     )
     return "\n".join(parts)
+
+
+def _cooccurrence(train_labels: np.ndarray, names: list[str], figures: Figures) -> str:
+    """Multi-label: how many labels training rows carry, which labels come together (a K x K
+    map, most frequent labels first) and the most frequent pairs."""
+    from tunesmith import tracking
+
+    order = np.argsort(-train_labels.sum(0), kind="stable")
+    rows = train_labels[:, order].astype(np.int64)
+    names = [names[i] for i in order]
+    matrix = rows.T @ rows  # [i, j]: rows with labels i and j; [i, i]: rows with label i
+    per_row = np.bincount(rows.sum(1))
+    spread = ", ".join(f"{k} label{'s' * (k != 1)}: {n:,}" for k, n in enumerate(per_row) if n)
+    parts = [
+        "<h3>Label co-occurrence in training</h3>",
+        _p(f"Rows by how many labels they carry: {spread} (mean {rows.sum(1).mean():.2f})."),
+        figures.add(
+            "label_cooccurrence",
+            lambda p: tracking.plot_cooccurrence(matrix, names, p),
+            "label co-occurrence heatmap",
+        ),
+    ]
+    first, second = np.triu_indices(len(names), 1)
+    together = matrix[first, second]
+    top = [t for t in np.argsort(-together, kind="stable")[:TOP_PAIRS] if together[t]]
+    if not top:
+        return "\n".join([*parts, _note("No training row carries two labels together.")])
+    pairs = [
+        [
+            names[first[t]],
+            names[second[t]],
+            int(together[t]),
+            together[t] / matrix[first[t], first[t]],
+            together[t] / matrix[second[t], second[t]],
+        ]
+        for t in top
+    ]
+    header = [
+        "label",
+        "with label",
+        "rows with both",
+        "of the first's rows",
+        "of the second's rows",
+    ]
+    explain = _p(f"The {len(top)} most frequent pairs, and what share of each label's rows.")
+    return "\n".join([*parts, explain, _table(header, pairs)])
 
 
 def _token_lengths(train: Any, columns: Any, tokenizer: Any) -> np.ndarray:
@@ -354,15 +524,19 @@ def _curves(run: Run, figures: Figures) -> str:
 
 
 def _metrics_table(m: dict) -> str:
+    """Validation (and test) scores beside a baseline; multi-label adds validation's scores at a
+    fixed 0.5, which shows what tuning the thresholds gained."""
     validation, test = m.get("validation", {}), m.get("test")
     baselines = m.get("baseline") or {}
     baseline = baselines.get("majority_class") or baselines.get("before_training")
     name = "majority baseline" if "majority_class" in baselines else "before training"
+    fixed = (m.get("validation_details") or {}).get("at_threshold_0.5")
     header = [
         "metric",
         "validation",
         *(["test"] if test else []),
         *([name] if baseline else []),
+        *(["validation at threshold 0.5"] if fixed else []),
     ]
     rows = [
         [
@@ -370,33 +544,71 @@ def _metrics_table(m: dict) -> str:
             value,
             *([test.get(name)] if test else []),
             *([baseline.get(name)] if baseline else []),
+            *([fixed.get(name)] if fixed else []),
         ]
         for name, value in validation.items()
     ]
     return _table(header, rows)
 
 
-def _predictions(
-    run: Run, predictor: Any, splits: Splits | None, problem: str | None, figures: Figures
-) -> tuple[str, str]:
-    """The 'Validation results' and 'Worst-predicted validation examples' sections."""
-    from tunesmith import metrics, tracking
+@dataclass
+class Scored:
+    """A classifier's predictions on the validation rows, its classes in a given order."""
 
-    parts = [_metrics_table(run.metrics)]
-    if splits is None:
-        note = _note(f"Predictions need the validation data, which could not be read: {problem}")
-        return "\n".join([*parts, note]), note
-    val, columns = splits.datasets["validation"], splits.columns
-    labels = np.asarray(val["labels"])
-    logits = predictor.logits(val, columns)
-    texts = [[str(t) for t in val[c]] for c in columns.texts]
-    text_headers = ["text", "text pair"][: len(columns.texts)]
-    if predictor.labels.kind == "classification":
-        names = list(predictor.labels.names)
-        shifted = np.exp(logits - logits.max(-1, keepdims=True))
-        probs = shifted / shifted.sum(-1, keepdims=True)
-        predictions = probs.argmax(-1)
-        recomputed = metrics.classification_metrics(labels, predictions, len(names))
+    names: list[str]
+    labels: np.ndarray  # class ids; multi-label: 0/1, rows x labels
+    probabilities: np.ndarray  # rows x classes: softmax; multi-label: each label's sigmoid
+    predictions: np.ndarray  # class ids; multi-label: 0/1 at each label's threshold
+    thresholds: np.ndarray | None  # multi-label: the tuned ones saved in model/tunesmith.json
+
+    @property
+    def multi(self) -> bool:
+        return self.thresholds is not None
+
+    def scores(self) -> dict[str, float]:
+        if self.multi:
+            return metrics.multi_label_metrics(self.labels, self.predictions)
+        return metrics.classification_metrics(self.labels, self.predictions, len(self.names))
+
+    def per_class(self) -> dict[str, dict]:
+        """Precision, recall, F1, support (and the threshold) per class, as metrics.json holds a
+        multi-label run's validation_details."""
+        report = metrics.per_label(self.labels, self.predictions, self.names)
+        if self.multi:
+            for name, threshold in zip(self.names, self.thresholds, strict=True):
+                report[name]["threshold"] = float(threshold)
+        return report
+
+
+def score(predictor: Any, splits: Splits, names: list[str] | None = None) -> Scored:
+    """`predictor`'s model on the validation rows, with the classes in `names`' order (its own
+    by default; the rows' label ids must follow the same order)."""
+    own = list(predictor.labels.names)
+    names = names or own
+    order = [own.index(n) for n in names]
+    validation = splits.datasets["validation"]
+    logits = predictor.logits(validation, splits.columns)[:, order].astype(np.float64)
+    labels = np.asarray(validation["labels"])
+    if predictor.labels.kind == "multi_label":
+        probabilities = 1.0 / (1.0 + np.exp(-logits))
+        thresholds = np.asarray(predictor.thresholds)[order]
+        predictions = (probabilities >= thresholds).astype(int)
+        return Scored(names, labels.astype(int), probabilities, predictions, thresholds)
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities = shifted / shifted.sum(-1, keepdims=True)
+    return Scored(names, labels, probabilities, probabilities.argmax(-1), None)
+
+
+def _class_results(run: Run, scored: Scored, splits: Splits, figures: Figures) -> tuple[str, str]:
+    """The 'Validation results' and 'Worst-predicted validation examples' sections of a
+    classifier, single- or multi-label."""
+    from tunesmith import tracking
+
+    parts = [_metrics_table(run.metrics), *_recomputed_note(run, scored.scores())]
+    names, labels, predictions = scored.names, scored.labels, scored.predictions
+    if scored.multi:
+        parts.append(_per_class_table(scored.per_class(), "Per label, at its tuned threshold"))
+    else:
         parts.append(
             figures.add(
                 "confusion_matrix",
@@ -404,11 +616,52 @@ def _predictions(
                 "validation confusion matrix",
             )
         )
-        parts.append(_per_class_table(labels, predictions, names))
+        parts.append(_per_class_table(scored.per_class(), "Per class"))
+    return "\n".join(parts), _worst(scored, splits)
+
+
+def _worst(scored: Scored, splits: Splits) -> str:
+    """The rows the model got most wrong: the lowest probability on the true class, or for
+    multi-label the label furthest from the truth, a true one or an absent one."""
+    validation, columns = splits.datasets["validation"], splits.columns
+    texts = [[str(t) for t in validation[c]] for c in columns.texts]
+    header = ["text", "text pair"][: len(columns.texts)]
+    names, labels, probs = scored.names, scored.labels, scored.probabilities
+    predictions = scored.predictions
+    if scored.multi:
+        right = np.where(labels == 1, probs, 1 - probs)  # each label's probability of the truth
+        worst_label = right.argmin(1)
+        order = np.argsort(right.min(1), kind="stable")[:WORST_EXAMPLES]
+
+        def shown(row: np.ndarray) -> str | None:
+            return ", ".join(n for n, x in zip(names, row, strict=True) if x) or None
+
+        def verdict(i: int, j: int) -> str:
+            true, chosen = labels[i, j], predictions[i, j]
+            wrong = (", missed" if true else ", predicted") if true != chosen else ""
+            return f"{names[j]} ({'true' if true else 'not true'}{wrong})"
+
+        header += ["true labels", "predicted", "worst label", "p(worst label)", "its threshold"]
+        rows = [
+            [
+                *(_shorten(t[i]) for t in texts),
+                shown(labels[i]),
+                shown(predictions[i]),
+                verdict(i, j),
+                float(probs[i, j]),
+                float(scored.thresholds[j]),
+            ]
+            for i, j in ((i, worst_label[i]) for i in order)
+        ]
+        explain = (
+            f"The {len(order)} validation rows whose worst label is furthest from the truth: a "
+            f"true label given the lowest probability, or an absent one the highest."
+        )
+    else:
         true_prob = probs[np.arange(len(labels)), labels]
         order = np.argsort(true_prob, kind="stable")[:WORST_EXAMPLES]
-        worst_header = [*text_headers, "true label", "predicted", "p(true)", "p(predicted)"]
-        worst_rows = [
+        header += ["true label", "predicted", "p(true)", "p(predicted)"]
+        rows = [
             [
                 *(_shorten(t[i]) for t in texts),
                 names[labels[i]],
@@ -421,61 +674,138 @@ def _predictions(
         explain = (
             f"The {len(order)} validation rows with the lowest probability on their true class."
         )
-    else:
-        predictions = logits.reshape(-1)
-        recomputed = metrics.regression_metrics(labels.astype(np.float64), predictions)
-        parts.append(
-            figures.add(
-                "predictions",
-                lambda p: tracking.plot_regression_scatter(labels, predictions, p),
-                "predicted against true values",
-            )
-        )
-        parts.append(_p("A regression run: no confusion matrix or per-class table."))
-        errors = np.abs(predictions - labels)
-        order = np.argsort(-errors, kind="stable")[:WORST_EXAMPLES]
-        worst_header = [*text_headers, "true value", "predicted", "absolute error"]
-        worst_rows = [
-            [
-                *(_shorten(t[i]) for t in texts),
-                float(labels[i]),
-                float(predictions[i]),
-                float(errors[i]),
-            ]
-            for i in order
+    return _p(explain) + "\n" + _table(header, rows, css="examples")
+
+
+def _regression_results(
+    run: Run, predictor: Any, splits: Splits, figures: Figures
+) -> tuple[str, str]:
+    from tunesmith import tracking
+
+    validation, columns = splits.datasets["validation"], splits.columns
+    labels = np.asarray(validation["labels"]).astype(np.float64)
+    predictions = predictor.logits(validation, columns).reshape(-1)
+    recomputed = metrics.regression_metrics(labels, predictions)
+    parts = [
+        _metrics_table(run.metrics),
+        *_recomputed_note(run, recomputed),
+        figures.add(
+            "predictions",
+            lambda p: tracking.plot_regression_scatter(labels, predictions, p),
+            "predicted against true values",
+        ),
+        _p("A regression run: no confusion matrix or per-class table."),
+    ]
+    texts = [[str(t) for t in validation[c]] for c in columns.texts]
+    errors = np.abs(predictions - labels)
+    order = np.argsort(-errors, kind="stable")[:WORST_EXAMPLES]
+    header = [*["text", "text pair"][: len(columns.texts)], "true value", "predicted"]
+    rows = [
+        [
+            *(_shorten(t[i]) for t in texts),
+            float(labels[i]),
+            float(predictions[i]),
+            float(errors[i]),
         ]
-        explain = f"The {len(order)} validation rows with the largest absolute error."
-    metric = run.metrics.get("metric_for_best", "")
-    then = run.metrics.get("validation", {}).get(metric)
-    if then is not None and abs(recomputed.get(metric, then) - then) > 1e-3:
-        parts.insert(
-            1,
-            _note(
-                f"Recomputed now, validation {metric} is {recomputed[metric]:.4f}, not {then:.4f} "
-                f"as at training time: the data files or the model changed since."
-            ),
-        )
-    worst = _p(explain) + "\n" + _table(worst_header, worst_rows, css="examples")
+        for i in order
+    ]
+    explain = _p(f"The {len(order)} validation rows with the largest absolute error.")
+    worst = explain + "\n" + _table([*header, "absolute error"], rows, css="examples")
     return "\n".join(parts), worst
 
 
-def _per_class_table(labels: np.ndarray, predictions: np.ndarray, names: list[str]) -> str:
-    from sklearn.metrics import classification_report
+def _without_predictions(run: Run, problem: str | None) -> tuple[str, str]:
+    """The data could not be read: metrics.json's scores (and per-label figures) alone."""
+    note = _note(f"Predictions need the validation data, which could not be read: {problem}")
+    parts = [_metrics_table(run.metrics)]
+    per_label = run.metrics.get("validation_details", {}).get("per_label")
+    if per_label:
+        title = "Per label, at its tuned threshold (from metrics.json)"
+        parts.append(_per_class_table(per_label, title))
+    return "\n".join([*parts, note]), note
 
-    report = classification_report(
-        labels,
-        predictions,
-        labels=list(range(len(names))),
-        target_names=names,
-        output_dict=True,
-        zero_division=0,
-    )
-    rows = [
-        [name, r["precision"], r["recall"], r["f1-score"], int(r["support"])]
-        for name, r in report.items()
-        if isinstance(r, dict)
+
+def _recomputed_note(run: Run, recomputed: dict[str, float]) -> list[str]:
+    """A note when the best model's metric, recomputed now, is not what training measured."""
+    metric = run.metrics.get("metric_for_best", "")
+    then = run.metrics.get("validation", {}).get(metric)
+    if then is None or abs(recomputed.get(metric, then) - then) <= 1e-3:
+        return []
+    return [
+        _note(
+            f"Recomputed now, validation {metric} is {recomputed[metric]:.4f}, not {then:.4f} as "
+            f"at training time: the data files or the model changed since."
+        )
     ]
-    return "<h3>Per class</h3>\n" + _table(["class", "precision", "recall", "F1", "support"], rows)
+
+
+def _per_class_table(per_class: dict[str, dict], title: str) -> str:
+    """metrics.per_label's figures, with each label's threshold where there is one."""
+    thresholds = all("threshold" in r for r in per_class.values())
+    header = ["label", "threshold"] if thresholds else ["class"]
+    rows = [
+        [
+            name,
+            *([r["threshold"]] if thresholds else []),
+            r["precision"],
+            r["recall"],
+            r["f1"],
+            r["support"],
+        ]
+        for name, r in per_class.items()
+    ]
+    table = _table([*header, "precision", "recall", "F1", "support"], rows)
+    return f"<h3>{html.escape(title)}</h3>\n{table}"
+
+
+def _comparison(run: Run, scored: Scored, other: Run, splits: Splits) -> str:
+    """The other run's model on the same validation rows, beside this run's, class by class."""
+    from tunesmith import tracking
+    from tunesmith.predict import Predictor
+
+    theirs = score(Predictor(other.path), splits, scored.names)
+    mine_scores, their_scores = scored.scores(), theirs.scores()
+    overall = [[k, v, their_scores[k], v - their_scores[k]] for k, v in mine_scores.items()]
+    mine, their = scored.per_class(), theirs.per_class()
+    kinds = ("recall", "precision", "f1")
+    rows = [
+        [
+            name,
+            mine[name]["support"],
+            *(
+                x
+                for f in kinds
+                for x in (mine[name][f], their[name][f], mine[name][f] - their[name][f])
+            ),
+        ]
+        for name in scored.names
+    ]
+    header = ["label" if scored.multi else "class", "support"]
+    for f in ("recall", "precision", "F1"):
+        header += [f, f"{f} (other)", f"Δ {f}"]
+    mine_config, their_config = tracking.flat_config(run.config), tracking.flat_config(other.config)
+    settings = [
+        [key, _config_value(mine_config.get(key)), _config_value(their_config.get(key))]
+        for key in sorted(mine_config | their_config)
+        if key != "output_dir" and mine_config.get(key) != their_config.get(key)
+    ]
+    thresholds = "; multi-label runs decide at their own tuned thresholds" * scored.multi
+    explain = _p(
+        f"This run: {run.path.resolve()}. Other run: {other.path.resolve()}. Both models "
+        f"predicted the same {len(scored.labels):,} validation rows now{thresholds}; Δ is this "
+        f"run minus the other."
+    )
+    return "\n".join(
+        [
+            f"<h3>Against {html.escape(other.path.resolve().name)}</h3>",
+            explain,
+            _table(["setting", "this run", "other run"], settings)
+            if settings
+            else _p("The two runs' configs are the same."),
+            _table(["metric", "this run", "other run", "Δ"], overall),
+            _table(header, rows),
+        ]
+    )
 
 
 def _throughput(m: dict) -> str:

@@ -152,13 +152,16 @@ def plot_validation_metrics(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_label_distribution(counts: dict[str, np.ndarray], names: list[str], path: Path) -> None:
-    """Share of each class per split, side by side: splits of different sizes stay comparable."""
+def plot_label_distribution(
+    counts: dict[str, np.ndarray], rows: dict[str, int], names: list[str], path: Path
+) -> None:
+    """Share of each split's rows per class (multi-label: rows carrying the label, so a split's
+    bars may sum past 1), side by side: splits of different sizes stay comparable."""
     fig, ax = plt.subplots(figsize=(min(3 + 0.6 * len(names) * len(counts), 14), 4))
     x = np.arange(len(names))
     width = 0.8 / len(counts)
-    for i, (split, split_counts) in enumerate(counts.items()):
-        share = split_counts / max(split_counts.sum(), 1)
+    shares = {split: c / max(rows[split], 1) for split, c in counts.items()}
+    for i, (split, share) in enumerate(shares.items()):
         ax.bar(x + (i - (len(counts) - 1) / 2) * width, share, width, label=split)
     if len(names) > 6:  # slanted, each name ending at its tick, so long names do not collide
         ax.set_xticks(x, names, rotation=45, ha="right", rotation_mode="anchor")
@@ -167,9 +170,43 @@ def plot_label_distribution(counts: dict[str, np.ndarray], names: list[str], pat
     ax.set_ylabel("share of rows")
     ax.set_title("Label distribution per split")
     # Headroom above the tallest bar for a one-row legend, so the legend never covers a bar.
-    tallest = max(float((c / max(c.sum(), 1)).max()) for c in counts.values())
+    tallest = max(float(share.max()) for share in shares.values())
     ax.set_ylim(0, tallest * 1.25)
     ax.legend(ncol=len(counts), loc="upper center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_cooccurrence(matrix: np.ndarray, names: list[str], path: Path) -> None:
+    """Training rows carrying both labels of each pair, a heatmap; the diagonal (rows carrying
+    the label at all) would swamp the colour scale, so it is grey and only written in."""
+    k = len(names)
+    side = min(max(4.0, 0.45 * k + 2.5), 16)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    diagonal = np.eye(k, dtype=bool)
+    together = np.ma.masked_where(diagonal, matrix)
+    cmap = plt.get_cmap("Blues").with_extremes(bad="#e6e6e6")
+    top = max(int(together.max()) if together.count() else 0, 1)
+    image = ax.imshow(together, cmap=cmap, vmin=0, vmax=top)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="rows with both labels")
+    if k <= 30:  # beyond that the numbers no longer fit their cells
+        size = 9 if k <= 12 else 6
+        for i, j in np.ndindex(k, k):
+            dark = not diagonal[i, j] and matrix[i, j] > 0.6 * top
+            ax.text(
+                j,
+                i,
+                f"{int(matrix[i, j]):,}",
+                ha="center",
+                va="center",
+                fontsize=size,
+                color="white" if dark else "black",
+                style="italic" if diagonal[i, j] else "normal",
+            )
+    ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(k), names)
+    ax.set_title("Label co-occurrence in training rows\n(diagonal, grey: rows with the label)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
