@@ -162,3 +162,10 @@ def test_resume_is_exact(run, tmp_path):
     assert reference.keys() == resumed.keys()
     for key, value in reference.items():
         assert (resumed[key] - value).abs().max().item() <= 1e-6, key
+
+
+def test_the_report_of_a_run_without_validation_says_why_it_has_no_predictions(run, tmp_path):
+    from tunesmith.report import write_report
+
+    page = write_report(run, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Predictions need the validation rows: the run held none out (few-shot" in page

@@ -79,17 +79,28 @@ class Splits:
 
 def load_splits(run: Run) -> Splits:
     """The run's labelled splits, made by the very function training used."""
-    from tunesmith.config import Config, DataConfig, TrainConfig
+    from tunesmith.config import Config, DataConfig, FewShotConfig, TrainConfig
     from tunesmith.preprocess import task_splits
 
     # Field by field, not through config validation: a run's config.yaml stays readable when
     # config keys change later.
-    known = {f.name for f in fields(DataConfig)}
-    d = DataConfig(**{k: v for k, v in run.config.get("data", {}).items() if k in known})
+    def known(cls: type, section: str) -> Any:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in run.config.get(section, {}).items() if k in names})
+
     t = run.config.get("train", {})
-    train = TrainConfig(seed=t.get("seed", TrainConfig.seed), class_weights=t.get("class_weights"))
-    task = run.config.get("task", "auto")
-    cfg = Config(task=task, label_names=run.config.get("label_names"), data=d, train=train)
+    train = TrainConfig(
+        seed=t.get("seed", TrainConfig.seed),
+        class_weights=t.get("class_weights"),
+        method=t.get("method", TrainConfig.method),  # few-shot holds no validation out
+    )
+    cfg = Config(
+        task=run.config.get("task", "auto"),
+        label_names=run.config.get("label_names"),
+        data=known(DataConfig, "data"),
+        train=train,
+        few_shot=known(FewShotConfig, "few_shot"),
+    )
     splits, task, _ = task_splits(cfg)
     kept = {n: splits[n] for n in ("train", "validation", "test") if n in splits}
     return Splits(kept, task.columns)
@@ -133,6 +144,13 @@ def write_report(
         if other is not None:
             raise UserError(f"{_cannot_compare(run, other)}: the first's data: {e}") from None
         splits, data_problem = None, str(e)
+    if splits is not None and "validation" not in splits.datasets:
+        if other is not None:
+            raise UserError(
+                f"{_cannot_compare(run, other)}: the first held no validation rows out "
+                f"(few-shot); train both with the same data.validation"
+            )
+        splits, data_problem = None, "the run held none out (few-shot without data.validation)"
     if other is not None:
         _check_same_validation(run, splits, other)
     predictor = Predictor(run.path)
@@ -716,7 +734,7 @@ def _regression_results(
 
 def _without_predictions(run: Run, problem: str | None) -> tuple[str, str]:
     """The data could not be read: metrics.json's scores (and per-label figures) alone."""
-    note = _note(f"Predictions need the validation data, which could not be read: {problem}")
+    note = _note(f"Predictions need the validation rows: {problem}")
     parts = [_metrics_table(run.metrics)]
     per_label = run.metrics.get("validation_details", {}).get("per_label")
     if per_label:
