@@ -9,7 +9,8 @@ training rows are sampled from it and the arms are scored on the rest; the demo 
 are sampled from one half and scored on 2,000 rows of the other. SetFit runs with its defaults
 and the embedded MiniLM as body, except at N >= 64, where its default pair sampling grows as N^2
 (7,680 steps at 64 per class for 6 classes): there it gets num_iterations=20, the SetFit paper's
-setting. tunesmith runs `train` with only data.train and model set (train.method=auto).
+setting. tunesmith runs `train` with only data.train and model set (train.method=auto);
+`--arms ... fine-tune` adds it with train.method=fine-tune.
 Wall time is the training call, model loading included, scoring excluded.
 
 Every run appends a line to --log (default benchmarks/results/few_shot.jsonl) and a rerun skips
@@ -20,6 +21,7 @@ arm and a JSON last line; writes benchmarks/results/few_shot.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import tempfile
 import time
@@ -78,7 +80,9 @@ def run_setfit(train: pd.DataFrame, test: pd.DataFrame, n: int, seed: int) -> tu
     return list(model.predict(test["text"].tolist(), batch_size=64)), wall
 
 
-def run_tunesmith(train: pd.DataFrame, test: pd.DataFrame, n: int, seed: int) -> tuple[list, float]:
+def run_tunesmith(
+    train: pd.DataFrame, test: pd.DataFrame, n: int, seed: int, method: str = "auto"
+) -> tuple[list, float]:
     from tunesmith.api import train as tunesmith_train
     from tunesmith.predict import Predictor
 
@@ -88,14 +92,19 @@ def run_tunesmith(train: pd.DataFrame, test: pd.DataFrame, n: int, seed: int) ->
         start = time.perf_counter()
         tunesmith_train(
             {"model": MODEL, "output_dir": f"{root}/run", "data": {"train": str(path)},
-             "train": {"seed": seed}}
+             "train": {"seed": seed, "method": method}}
         )  # fmt: skip
         wall = time.perf_counter() - start
         predictions = Predictor(f"{root}/run").predict_texts(test["text"].tolist())
         return [p["label"] for p in predictions], wall
 
 
-ARMS = {"setfit": run_setfit, "tunesmith": run_tunesmith}
+# fine-tune: tunesmith with train.method=fine-tune, for where the few-shot path stops winning.
+ARMS = {
+    "setfit": run_setfit,
+    "tunesmith": run_tunesmith,
+    "fine-tune": functools.partial(run_tunesmith, method="fine-tune"),
+}
 
 
 def main() -> None:
@@ -103,7 +112,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[8, 16, 64])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--data", nargs="+", default=["emotion", "ag_news", "tweets"])
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--arms", nargs="+", default=["setfit", "tunesmith"], choices=list(ARMS))
     parser.add_argument("--log", type=Path, default=results.RESULTS / "few_shot.jsonl")
     args = parser.parse_args()
     done = []

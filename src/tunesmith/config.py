@@ -169,7 +169,7 @@ class LoraConfig:
 @dataclass
 class FewShotConfig:
     # train.method=auto takes the few-shot path up to this many training rows in the median
-    # class (benchmarks/few_shot.py).
+    # class (not yet measured where fine-tune overtakes it: benchmarks/few_shot.py --arms).
     max_rows_per_class: int = 100
     # Passes over the training rows end to end (few rows: many passes); replaces train.epochs.
     epochs: float = 10.0

@@ -1,7 +1,7 @@
 """Few labelled rows per class: a classifier that starts from the sentence embedding.
 
 `train.method=auto` takes this path when the median class has at most
-`few_shot.max_rows_per_class` training rows (where it wins: benchmarks/few_shot.py):
+`few_shot.max_rows_per_class` training rows (benchmarks/few_shot.py sets it beside SetFit):
 
 1. A fixed mean-pooling layer goes on top of the encoder. Its queries are zero, so attention is
    uniform over the real tokens and position 0 carries their mean: the embedding a
