@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import random
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
 POSITIVE = ["good", "great", "lovely", "excellent", "happy", "fine"]
@@ -114,6 +116,28 @@ def tagged_rows(n: int, seed: int) -> list[dict]:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def resume_from_first_checkpoint(run: Path, copy: Path) -> None:
+    """Copy a finished run to `copy` without its export and metrics, and resume it there from
+    its earliest step checkpoint."""
+    from tunesmith.cli import main
+
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "model")
+    (copy / "metrics.json").unlink()
+    earlier = sorted((copy / "checkpoints").glob("step-*"))[0]
+    argv = ["train", str(copy / "config.yaml"), f"output_dir={copy}", "--resume", str(earlier)]
+    assert main(argv) == 0
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    """The exported weights of two runs agree to 1e-6."""
+    reference = load_file(a / "model" / "model.safetensors")
+    other = load_file(b / "model" / "model.safetensors")
+    assert reference.keys() == other.keys()
+    for key, value in reference.items():
+        assert (other[key] - value).abs().max().item() <= 1e-6, key
 
 
 def write_csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:

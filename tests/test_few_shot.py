@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,14 @@ import torch
 from conftest import (
     NEGATIVE,
     POSITIVE,
+    assert_same_weights,
     own_caches,
     pair_rows,
+    resume_from_first_checkpoint,
     score_tolerance,
     sentence,
     write_csv,
 )
-from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, BertTokenizerFast, pipeline
 
 from tunesmith import few_shot
@@ -150,18 +150,8 @@ def test_sentence_pairs_and_a_large_validation_set(tiny_model, tmp_path):
 
 def test_resume_is_exact(run, tmp_path):
     """From an epoch-end checkpoint before the end, the run ends with the same weights."""
-    copy = tmp_path / "run"
-    shutil.copytree(run, copy)
-    shutil.rmtree(copy / "model")
-    (copy / "metrics.json").unlink()
-    earlier = sorted((copy / "checkpoints").glob("step-*"))[0]
-    argv = ["train", str(copy / "config.yaml"), f"output_dir={copy}", "--resume", str(earlier)]
-    assert main(argv) == 0
-    reference = load_file(run / "model" / "model.safetensors")
-    resumed = load_file(copy / "model" / "model.safetensors")
-    assert reference.keys() == resumed.keys()
-    for key, value in reference.items():
-        assert (resumed[key] - value).abs().max().item() <= 1e-6, key
+    resume_from_first_checkpoint(run, tmp_path / "run")
+    assert_same_weights(run, tmp_path / "run")
 
 
 def test_the_report_of_a_run_without_validation_says_why_it_has_no_predictions(run, tmp_path):

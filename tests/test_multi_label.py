@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import own_caches, tagged_rows, write_csv, write_jsonl
+from conftest import (
+    assert_same_weights,
+    own_caches,
+    resume_from_first_checkpoint,
+    tagged_rows,
+    write_csv,
+    write_jsonl,
+)
 from datasets import Dataset
-from safetensors.torch import load_file
 from test_serve import Server
 from transformers import pipeline
 
@@ -171,15 +176,7 @@ def test_evaluate_reproduces_the_run(run, tmp_path):
 def test_resume_is_exact(run, tmp_path):
     """From a checkpoint before the end, the run ends with the same weights and thresholds."""
     copy = tmp_path / "run"
-    shutil.copytree(run, copy)
-    shutil.rmtree(copy / "model")
-    (copy / "metrics.json").unlink()
-    earlier = sorted((copy / "checkpoints").glob("step-*"))[0]
-    argv = ["train", str(copy / "config.yaml"), f"output_dir={copy}", "--resume", str(earlier)]
-    assert main(argv) == 0
-    reference = load_file(run / "model" / "model.safetensors")
-    resumed = load_file(copy / "model" / "model.safetensors")
-    for key, value in reference.items():
-        assert (resumed[key] - value).abs().max().item() <= 1e-6, key
+    resume_from_first_checkpoint(run, copy)
+    assert_same_weights(run, copy)
     meta = [json.loads((r / "model" / "tunesmith.json").read_text()) for r in (run, copy)]
     assert meta[0]["thresholds"] == meta[1]["thresholds"]
