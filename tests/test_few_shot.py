@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import (
@@ -145,7 +146,8 @@ def test_sentence_pairs_and_a_large_validation_set(tiny_model, tmp_path):
     assert metrics["data"]["rows"] == {"train": 12, "validation": 200}
     assert 0.0 <= metrics["validation_details"]["calibration_error"] <= 1.0
     predicted = Predictor(tmp_path / "run").predict_texts(["good film"], ["great plot"])
-    assert predicted[0]["label"] in (0, 1, "0", "1")
+    names = metrics["data"]["labels"]
+    assert set(predicted[0]["scores"]) == set(names) and predicted[0]["label"] in names
 
 
 def test_resume_is_exact(run, tmp_path):
@@ -159,3 +161,13 @@ def test_the_report_of_a_run_without_validation_says_why_it_has_no_predictions(r
 
     page = write_report(run, tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Predictions need the validation rows: the run held none out (few-shot" in page
+
+
+def test_calibration_error_by_hand():
+    """Two bins used: 0.9 confidence with 1 of 2 right (gap 0.4), 0.6 with 2 of 2 (gap 0.4);
+    ECE = 2/4 * 0.4 + 2/4 * 0.4."""
+    from tunesmith.metrics import calibration_error
+
+    probabilities = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.4, 0.6]])
+    labels = np.array([0, 1, 1, 1])
+    assert calibration_error(probabilities, labels) == pytest.approx(0.4)

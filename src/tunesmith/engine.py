@@ -119,9 +119,12 @@ class Run:
 
     @property
     def eval_max_tokens(self) -> int:
-        return self.cfg.train.eval_max_tokens_per_batch or hardware.inference_tokens_per_batch(
-            self.accelerator.device.type
-        )
+        return eval_max_tokens(self.cfg.train, self.accelerator.device.type)
+
+
+def eval_max_tokens(t: TrainConfig, device_type: str) -> int:
+    """train.eval_max_tokens_per_batch, or the device's default."""
+    return t.eval_max_tokens_per_batch or hardware.inference_tokens_per_batch(device_type)
 
 
 class StopRequest:
@@ -254,8 +257,7 @@ def build(cfg: Config, fresh: bool) -> Run:
                 model,
                 prepared.train,
                 task.eval_collator(tokenizer, pad_multiple),
-                t.eval_max_tokens_per_batch
-                or hardware.inference_tokens_per_batch(accelerator.device.type),
+                eval_max_tokens(t, accelerator.device.type),
                 task.class_weights,
                 t.seed,
             )

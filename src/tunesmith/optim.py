@@ -15,9 +15,10 @@ def build_optimizer(
     """AdamW that decays matrices only: biases and LayerNorm weights (1-D tensors) are exempt;
     with `head_learning_rate`, the classifier head (`classifier.*`) learns at that rate."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    rates = [(learning_rate, [p for n, p in named if not head_learning_rate or not _in_head(n)])]
-    if head_learning_rate:
-        rates.append((head_learning_rate, [p for n, p in named if _in_head(n)]))
+    head = {n for n, _ in named if head_learning_rate and _in_head(n)}
+    rates = [(learning_rate, [p for n, p in named if n not in head])]
+    if head:
+        rates.append((head_learning_rate, [p for n, p in named if n in head]))
     groups = [
         {"params": [p for p in params if (p.ndim >= 2) == decayed], "lr": rate,
          "weight_decay": weight_decay if decayed else 0.0}
