@@ -21,6 +21,7 @@ from conftest import (
     sentence,
     write_csv,
 )
+from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, BertTokenizerFast, pipeline
 
 from tunesmith import few_shot
@@ -73,11 +74,12 @@ def test_the_run_says_which_method_and_why(run, tiny_model, tmp_path, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["data"]["method"] == {
         "name": "few-shot",
-        "reason": "8 training rows per class <= 100",
+        "reason": "8 training rows per class <= 100; "
+        "each class name joins the training rows 4 times",
     }
-    # Nothing held out of 16 rows: every one trains, the last step is exported.
-    assert metrics["data"]["rows"] == {"train": 16, "test": 40}
-    assert "validation" not in metrics and metrics["best_step"] == 10
+    # Nothing held out of 16 rows and 2 x 4 named: every one trains, the last step is exported.
+    assert metrics["data"]["rows"] == {"train": 24, "test": 40}
+    assert "validation" not in metrics and metrics["best_step"] == 20
     assert "calibration_error" in metrics["test_details"]
     # Above the threshold: the course's recipe, validation held out as always.
     train = write_csv(tmp_path / "train.csv", balanced_rows(8, seed=1))
@@ -85,6 +87,18 @@ def test_the_run_says_which_method_and_why(run, tiny_model, tmp_path, capsys):
     assert main([*argv, "train.max_steps=1"]) == 0
     assert "method fine-tune (8 training rows per class > 7)" in capsys.readouterr().err
     assert "validation" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+def test_class_names_join_the_rows_only_where_they_are_words():
+    assert few_shot.names_are_words(["joy", "Sci/Tech", "très bien"])
+    assert not few_shot.names_are_words(["0", "1"])
+    assert not few_shot.names_are_words(["LABEL_0", "LABEL_1"])
+    assert not few_shot.names_are_words(["joy", "2"])
+    rows = Dataset.from_dict({"text": ["a", "b"], "label": ["joy", "fear"], "labels": [1, 0]})
+    grown = few_shot.with_label_names(rows, "text", ["fear", "joy"], copies=2)
+    assert grown["text"] == ["a", "b", "fear", "fear", "joy", "joy"]
+    assert grown["labels"] == [1, 0, 0, 0, 1, 1]
+    assert grown.features == rows.features
 
 
 def test_the_pooling_layer_passes_on_the_masked_mean(tiny_model):
@@ -131,12 +145,15 @@ def test_two_rows_per_class_finish(tiny_model, tmp_path):
     assert main(train_args(tiny_model, train, tmp_path / "run")) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["data"]["method"]["name"] == "few-shot"
-    assert metrics["train"]["optimizer_steps"] == 10  # 10 epochs of one 4-row batch
+    assert metrics["train"]["optimizer_steps"] == 10  # 10 epochs of one batch: 4 rows, 2 x 4 named
 
 
 def test_sentence_pairs_and_a_large_validation_set(tiny_model, tmp_path):
-    rows = pair_rows(400, seed=3)
-    train = [r for r in rows if r["label"] == 1][:6] + [r for r in rows if r["label"] == 0][:6]
+    # Named classes, yet no name joins the rows: a name is no sentence pair.
+    rows = [{**r, "label": "same" if r["label"] else "different"} for r in pair_rows(400, seed=3)]
+    train = [r for r in rows if r["label"] == "same"][:6] + [
+        r for r in rows if r["label"] != "same"
+    ][:6]
     train_csv = write_csv(tmp_path / "train.csv", train)
     validation = write_csv(tmp_path / "validation.csv", rows[100:300])
     argv = train_args(tiny_model, train_csv, tmp_path / "run", f"data.validation={validation}")

@@ -179,6 +179,10 @@ class FewShotConfig:
     head_learning_rate: float = 5e-4
     # Rows per micro-batch; replaces the token budget (few rows fill few batches).
     batch_size: int = 16
+    # Each class's name joins the training rows this many times as a text of its own, when the
+    # names are words and the rows single texts: at 8 rows per class on emotion and AG News a
+    # sentence encoder's sense of the names adds points (benchmarks/few_shot.py). 0: never.
+    label_name_rows: int = 4
 
 
 @dataclass
@@ -393,6 +397,8 @@ def _validate(cfg: Config) -> list[str]:
             f"train.max_tokens_per_batch={t.max_tokens_per_batch} cannot hold one example of "
             f"data.max_length={d.max_length}: raise it or lower data.max_length"
         )
+    if cfg.few_shot.label_name_rows < 0:
+        problems.append("few_shot.label_name_rows must be >= 0")
     if not 0.0 <= t.warmup_ratio < 1.0:
         problems.append("train.warmup_ratio must be in [0, 1)")
     if t.freeze_layers is not None and t.freeze_layers < 0:

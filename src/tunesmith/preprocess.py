@@ -7,6 +7,7 @@ seeded) when missing, samples are drawn, and only then is anything tokenized.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -86,11 +87,21 @@ def task_splits(cfg: Config) -> tuple[dict[str, Dataset], Task, Method]:
     # A few rows per class are all needed for training; a validation set of a handful would
     # only pick the exported step by noise, so few-shot holds none out.
     hold_out = not method.few_shot
-    return (
-        _held_out_and_sampled(splits, d, cfg.train.seed, task.stratify_column, hold_out),
-        task,
-        method,
-    )
+    splits = _held_out_and_sampled(splits, d, cfg.train.seed, task.stratify_column, hold_out)
+    copies = cfg.few_shot.label_name_rows
+    names = task.labels.names if task.kind == "classification" else ()
+    if (
+        method.few_shot
+        and copies
+        and task.columns.text_pair is None
+        and few_shot.names_are_words(names)
+    ):
+        splits["train"] = few_shot.with_label_names(
+            splits["train"], task.columns.text, names, copies
+        )
+        reason = f"{method.reason}; each class name joins the training rows {copies} times"
+        method = dataclasses.replace(method, reason=reason)
+    return splits, task, method
 
 
 def _held_out_and_sampled(
