@@ -13,9 +13,10 @@ setting. tunesmith runs `train` with only data.train and model set (train.method
 `--arms ... fine-tune` adds it with train.method=fine-tune.
 Wall time is the training call, model loading included, scoring excluded.
 
-Every run appends a line to --log (default benchmarks/results/few_shot.jsonl) and a rerun skips
-runs already there, so the benchmark can be continued across sessions. Prints mean and std per
-arm and a JSON last line; writes benchmarks/results/few_shot.md.
+Every run appends a line to --log (default benchmarks/results/few_shot.jsonl), with the CPU it
+ran on, and a rerun skips runs already there, so the benchmark can be continued across sessions
+(the table then names every CPU; compare wall times within one). Prints mean and std per arm and
+a JSON last line; writes benchmarks/results/few_shot.md.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import pandas as pd
 import results  # benchmarks/results.py, beside this script
 from sklearn.metrics import accuracy_score, f1_score
 
+from tunesmith import hardware
 from tunesmith.demo import corpus_path
 from tunesmith.models import resolve_model
 
@@ -87,8 +89,9 @@ def run_tunesmith(
     from tunesmith.predict import Predictor
 
     with tempfile.TemporaryDirectory() as root:
-        path = Path(root) / "train.csv"
-        train[["text", "label"]].to_csv(path, index=False)
+        # JSON Lines: tweets hold bare carriage returns, which a CSV writer leaves unquoted.
+        path = Path(root) / "train.jsonl"
+        train[["text", "label"]].to_json(path, orient="records", lines=True, force_ascii=False)
         start = time.perf_counter()
         tunesmith_train(
             {"model": MODEL, "output_dir": f"{root}/run", "data": {"train": str(path)},
@@ -120,6 +123,8 @@ def main() -> None:
         done = [json.loads(line) for line in args.log.read_text(encoding="utf-8").splitlines()]
     key = ("data", "n", "seed", "arm")
     finished = {tuple(r[k] for k in key) for r in done}
+    machine = hardware.describe()
+    cpu = f"{machine['cpu']} ({' '.join(machine['cpu_flags'])})"
     for name in args.data:
         pool, test_rows = load(name)
         for n in args.n:
@@ -134,7 +139,7 @@ def main() -> None:
                         "data": name, "n": n, "seed": seed, "arm": arm,
                         "accuracy": accuracy_score(truth, predicted),
                         "macro_f1": f1_score(truth, predicted, average="macro"),
-                        "wall_s": round(wall, 1), "test_rows": len(test),
+                        "wall_s": round(wall, 1), "test_rows": len(test), "cpu": cpu,
                     }  # fmt: skip
                     print(json.dumps(record), flush=True)
                     args.log.parent.mkdir(exist_ok=True)
@@ -162,6 +167,7 @@ def summarize(records: list[dict], args: argparse.Namespace) -> None:
         log(f"{name:8s} {n:3d} {arm:10s} {len(group):5d} {100 * acc[0]:7.1f} ({100 * acc[1]:4.1f}) "
             f"{100 * f1[0]:7.1f} ({100 * f1[1]:4.1f}) {row['wall_s']:10.1f}")  # fmt: skip
     log("setfit at N >= 64: num_iterations=20 (its default pair sampling grows as N^2)")
+    log(f"runs made on: {'; '.join(sorted(frame.cpu.unique()))}")
     log(json.dumps(table))
     print(log.save("few_shot", "Few-shot: setfit vs tunesmith, same samples and seeds"))
 
