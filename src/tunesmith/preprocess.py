@@ -75,8 +75,8 @@ def tokenize_cached(
 
 def task_splits(cfg: Config) -> tuple[dict[str, Dataset], Task, Method]:
     """Raw files -> the task's checked columns (and labels) -> the training method -> held-out
-    validation -> samples. Training and the run report both call this, so they always see the
-    same rows."""
+    validation -> samples -> (few-shot) class names as extra training rows. Training and the
+    run report both call this, so they always see the same rows."""
     d = cfg.data
     splits = data.load_splits(d)
     sources = {name: getattr(d, name) or f"data.dataset={d.dataset}[{name}]" for name in splits}
@@ -89,15 +89,15 @@ def task_splits(cfg: Config) -> tuple[dict[str, Dataset], Task, Method]:
     hold_out = not method.few_shot
     splits = _held_out_and_sampled(splits, d, cfg.train.seed, task.stratify_column, hold_out)
     copies = cfg.few_shot.label_name_rows
-    names = task.labels.names if task.kind == "classification" else ()
+    # method.few_shot implies single-label classification, so the task has class names.
     if (
         method.few_shot
         and copies
         and task.columns.text_pair is None
-        and few_shot.names_are_words(names)
+        and few_shot.names_are_words(task.labels.names)
     ):
         splits["train"] = few_shot.with_label_names(
-            splits["train"], task.columns.text, names, copies
+            splits["train"], task.columns.text, task.labels.names, copies
         )
         reason = f"{method.reason}; each class name joins the training rows {copies} times"
         method = dataclasses.replace(method, reason=reason)
