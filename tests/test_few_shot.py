@@ -151,9 +151,9 @@ def test_two_rows_per_class_finish(tiny_model, tmp_path):
 def test_sentence_pairs_and_a_large_validation_set(tiny_model, tmp_path):
     # Named classes, yet no name joins the rows: a name is no sentence pair.
     rows = [{**r, "label": "same" if r["label"] else "different"} for r in pair_rows(400, seed=3)]
-    train = [r for r in rows if r["label"] == "same"][:6] + [
-        r for r in rows if r["label"] != "same"
-    ][:6]
+    same = [r for r in rows if r["label"] == "same"]
+    different = [r for r in rows if r["label"] == "different"]
+    train = same[:6] + different[:6]
     train_csv = write_csv(tmp_path / "train.csv", train)
     validation = write_csv(tmp_path / "validation.csv", rows[100:300])
     argv = train_args(tiny_model, train_csv, tmp_path / "run", f"data.validation={validation}")
