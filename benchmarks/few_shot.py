@@ -10,13 +10,13 @@ are sampled from one half and scored on 2,000 rows of the other. SetFit runs wit
 and the embedded MiniLM as body, except at N >= 64, where its default pair sampling grows as N^2
 (7,680 steps at 64 per class for 6 classes): there it gets num_iterations=20, the SetFit paper's
 setting. tunesmith runs `train` with only data.train and model set (train.method=auto);
-`--arms ... fine-tune` adds it with train.method=fine-tune.
+`--arms ... fine-tune few-shot` add it with train.method forced to each.
 Wall time is the training call, model loading included, scoring excluded.
 
 Every run appends a line to --log (default benchmarks/results/few_shot.jsonl), with the CPU it
-ran on, and a rerun skips runs already there, so the benchmark can be continued across sessions
-(the table then names every CPU; compare wall times within one). Prints mean and std per arm and
-a JSON last line; writes benchmarks/results/few_shot.md.
+ran on and its torch thread count, and a rerun skips runs already there, so the benchmark can be
+continued across sessions (the table then names every CPU; compare wall times within one).
+Prints mean and std per arm and a JSON last line; writes benchmarks/results/few_shot.md.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import results  # benchmarks/results.py, beside this script
+import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 from tunesmith import hardware
@@ -102,11 +103,12 @@ def run_tunesmith(
         return [p["label"] for p in predictions], wall
 
 
-# fine-tune: tunesmith with train.method=fine-tune, for where the few-shot path stops winning.
+# fine-tune and few-shot: tunesmith with train.method forced, to find where few-shot stops winning.
 ARMS = {
     "setfit": run_setfit,
     "tunesmith": run_tunesmith,
     "fine-tune": functools.partial(run_tunesmith, method="fine-tune"),
+    "few-shot": functools.partial(run_tunesmith, method="few-shot"),
 }
 
 
@@ -140,6 +142,7 @@ def main() -> None:
                         "accuracy": accuracy_score(truth, predicted),
                         "macro_f1": f1_score(truth, predicted, average="macro"),
                         "wall_s": round(wall, 1), "test_rows": len(test), "cpu": cpu,
+                        "threads": torch.get_num_threads(),
                     }  # fmt: skip
                     print(json.dumps(record), flush=True)
                     args.log.parent.mkdir(exist_ok=True)
