@@ -60,21 +60,31 @@ def run(tiny_model, tmp_path_factory) -> Path:
 
 def test_auto_takes_few_shot_up_to_the_threshold_only():
     settings = FewShotConfig(max_rows_per_class=10)
-    assert few_shot.choose_method("auto", "classification", [8, 10, 12], settings).few_shot
-    above = few_shot.choose_method("auto", "classification", [11, 12, 40], settings)
+
+    def choose(requested: str, kind: str, rows: list[int], lora_r: int = 0) -> few_shot.Method:
+        return few_shot.choose_method(requested, kind, rows, settings, lora_r)
+
+    assert choose("auto", "classification", [8, 10, 12]).few_shot
+    above = choose("auto", "classification", [11, 12, 40])
     assert above.name == "fine-tune" and above.reason == "12 training rows per class > 10"
-    assert few_shot.choose_method("few-shot", "classification", [500, 500], settings).few_shot
-    assert not few_shot.choose_method("fine-tune", "classification", [2, 2], settings).few_shot
-    assert not few_shot.choose_method("auto", "regression", [], settings).few_shot
+    assert choose("few-shot", "classification", [500, 500]).few_shot
+    assert not choose("fine-tune", "classification", [2, 2]).few_shot
+    assert not choose("auto", "regression", []).few_shot
     with pytest.raises(UserError, match="single-label classification; this data is multi_label"):
-        few_shot.choose_method("few-shot", "multi_label", [], settings)
+        choose("few-shot", "multi_label", [])
+    # LoRA asked for: auto keeps the course's recipe and says why; forcing few-shot is an error.
+    with_lora = choose("auto", "classification", [8, 8], lora_r=4)
+    assert with_lora.name == "fine-tune"
+    assert with_lora.reason.startswith("8 training rows per class <= 10, but lora.r=4: LoRA")
+    with pytest.raises(UserError, match=r"train\.method=few-shot with lora\.r=4: .* set lora\.r=0"):
+        choose("few-shot", "classification", [8, 8], lora_r=4)
 
 
 def test_the_run_says_which_method_and_why(run, tiny_model, tmp_path, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["data"]["method"] == {
         "name": "few-shot",
-        "reason": "8 training rows per class <= 100; "
+        "reason": f"8 training rows per class <= {FewShotConfig().max_rows_per_class}; "
         "each class name joins the training rows 4 times",
     }
     # Nothing held out of 16 rows and 2 x 4 named: every one trains, the last step is exported.

@@ -39,6 +39,7 @@ def train(model: Path, train_csv: Path, validation_csv: Path, out: Path, *extra:
         f"output_dir={out}",
         "train.micro_batch_size=16",
         "train.learning_rate=5e-3",
+        "train.method=fine-tune",  # 120 rows per class would take the few-shot path
         *extra,
     ]
     assert main(args) == 0

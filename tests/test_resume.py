@@ -25,6 +25,7 @@ SETTINGS = (
     "train.logging_steps=1",
     "checkpoint.every_steps=3",
     "checkpoint.keep_last=2",
+    "train.method=fine-tune",  # the course's loop; test_few_shot.py resumes the few-shot path
 )
 
 

@@ -27,6 +27,7 @@ def test_tensorboard_event_files_hold_loss_and_validation(tiny_model, sentiment_
         "train.logging_steps=1",
         "train.evals_per_epoch=2",
         "train.report_to=tensorboard",
+        "train.method=fine-tune",  # evals_per_epoch and the learning rate are the course's
     ]
     assert main(args) == 0
 

@@ -32,6 +32,9 @@ def run_train(model: Path, train: Path, validation: Path | None, out: Path, *ext
         f"data.train={train}",
         f"output_dir={out}",
         "train.logging_steps=1",
+        # The course's recipe: these few hundred rows would otherwise take the few-shot path
+        # (tests/test_few_shot.py).
+        "train.method=fine-tune",
         *extra,
     ]
     if validation is not None:
@@ -174,10 +177,8 @@ def test_held_out_validation_is_stratified_and_seeded(tiny_model, tmp_path):
         for i, r in enumerate(sentiment_rows(200, seed=6))
     ]
     train = write_csv(tmp_path / "train.csv", rows)
-    # 100 rows per class would take the few-shot path, which holds nothing out.
-    args = ("train.max_steps=1", "train.method=fine-tune")
-    a = run_train(tiny_model, train, None, tmp_path / "a", *args)
-    b = run_train(tiny_model, train, None, tmp_path / "b", *args)
+    a = run_train(tiny_model, train, None, tmp_path / "a", "train.max_steps=1")
+    b = run_train(tiny_model, train, None, tmp_path / "b", "train.max_steps=1")
     assert a["data"]["rows"] == {"train": 180, "validation": 20}
     # 25% positive overall -> exactly 5 of the 20 held-out rows when stratified
     assert a["baseline"]["majority_class"]["accuracy"] == pytest.approx(15 / 20)

@@ -241,14 +241,10 @@ def build(cfg: Config, fresh: bool) -> Run:
     # (8% of throughput on MiniLM) than the rounder shapes gained.
     pad_multiple = 1 if accelerator.device.type == "cpu" else 8
     if method.few_shot:
-        if not few_shot.supported(model) or cfg.lora.r:
-            why = (
-                "LoRA adapters would move its fixed pooling layer"
-                if cfg.lora.r
-                else f"{type(model).__name__} is not a BERT-style encoder with a pooler"
-            )
+        if not few_shot.supported(model):
             raise UserError(
-                f"train.method few-shot ({method.reason}): {why}; set train.method=fine-tune"
+                f"train.method few-shot ({method.reason}): {type(model).__name__} is not a "
+                f"BERT-style encoder with a pooler; set train.method=fine-tune"
             )
         t = few_shot.train_settings(t, cfg.few_shot)
         few_shot.add_mean_pooling_layer(model)

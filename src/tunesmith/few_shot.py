@@ -47,10 +47,11 @@ class Method:
 
 
 def choose_method(
-    requested: str, task_kind: str, class_rows: list[int], settings: FewShotConfig
+    requested: str, task_kind: str, class_rows: list[int], settings: FewShotConfig, lora_r: int
 ) -> Method:
     """`train.method` resolved against the training data: auto picks few-shot for single-label
-    classification when the median class has at most `settings.max_rows_per_class` rows."""
+    classification when the median class has at most `settings.max_rows_per_class` rows and no
+    LoRA adapters are asked for (they would move the path's fixed pooling layer)."""
     if task_kind != "classification":
         if requested == FEW_SHOT:
             raise UserError(
@@ -60,11 +61,16 @@ def choose_method(
         return Method(FINE_TUNE, f"{task_kind}")
     median = int(np.median(class_rows))
     limit = settings.max_rows_per_class
+    lora = f"lora.r={lora_r}: LoRA adapters would move the few-shot path's fixed pooling layer"
+    if requested == FEW_SHOT and lora_r:
+        raise UserError(f"train.method=few-shot with {lora}; set lora.r=0 or train.method=auto")
     if requested != "auto":
         return Method(requested, f"train.method={requested}; {median} training rows per class")
-    if median <= limit:
-        return Method(FEW_SHOT, f"{median} training rows per class <= {limit}")
-    return Method(FINE_TUNE, f"{median} training rows per class > {limit}")
+    if median > limit:
+        return Method(FINE_TUNE, f"{median} training rows per class > {limit}")
+    if lora_r:
+        return Method(FINE_TUNE, f"{median} training rows per class <= {limit}, but {lora}")
+    return Method(FEW_SHOT, f"{median} training rows per class <= {limit}")
 
 
 def with_label_names(

@@ -83,7 +83,9 @@ def task_splits(cfg: Config) -> tuple[dict[str, Dataset], Task, Method]:
     kind = LanguageModeling if cfg.task in LANGUAGE_MODEL_TASKS else SequenceClassification
     splits, task = kind.from_splits(splits, sources, cfg)
     class_rows = np.bincount(splits["train"]["labels"]) if task.kind == "classification" else []
-    method = few_shot.choose_method(cfg.train.method, task.kind, list(class_rows), cfg.few_shot)
+    method = few_shot.choose_method(
+        cfg.train.method, task.kind, list(class_rows), cfg.few_shot, cfg.lora.r
+    )
     # A few rows per class are all needed for training; a validation set of a handful would
     # only pick the exported step by noise, so few-shot holds none out.
     hold_out = not method.few_shot
