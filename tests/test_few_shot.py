@@ -22,9 +22,15 @@ from conftest import (
     write_csv,
 )
 from datasets import Dataset
-from transformers import AutoModelForSequenceClassification, BertTokenizerFast, pipeline
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertTokenizerFast,
+    DistilBertConfig,
+    DistilBertForMaskedLM,
+    pipeline,
+)
 
-from tunesmith import few_shot
+from tunesmith import few_shot, models
 from tunesmith.cli import main
 from tunesmith.config import FewShotConfig
 from tunesmith.errors import UserError
@@ -61,8 +67,8 @@ def run(tiny_model, tmp_path_factory) -> Path:
 def test_auto_takes_few_shot_up_to_the_threshold_only():
     settings = FewShotConfig(max_rows_per_class=10)
 
-    def choose(requested: str, kind: str, rows: list[int], lora_r: int = 0) -> few_shot.Method:
-        return few_shot.choose_method(requested, kind, rows, settings, lora_r)
+    def choose(requested: str, kind: str, rows: list[int], blocker: str | None = None):
+        return few_shot.choose_method(requested, kind, rows, settings, blocker)
 
     assert choose("auto", "classification", [8, 10, 12]).few_shot
     above = choose("auto", "classification", [11, 12, 40])
@@ -72,12 +78,41 @@ def test_auto_takes_few_shot_up_to_the_threshold_only():
     assert not choose("auto", "regression", []).few_shot
     with pytest.raises(UserError, match="single-label classification; this data is multi_label"):
         choose("few-shot", "multi_label", [])
-    # LoRA asked for: auto keeps the course's recipe and says why; forcing few-shot is an error.
-    with_lora = choose("auto", "classification", [8, 8], lora_r=4)
-    assert with_lora.name == "fine-tune"
-    assert with_lora.reason.startswith("8 training rows per class <= 10, but lora.r=4: LoRA")
-    with pytest.raises(UserError, match=r"train\.method=few-shot with lora\.r=4: .* set lora\.r=0"):
-        choose("few-shot", "classification", [8, 8], lora_r=4)
+    # Where the path cannot train the run, auto keeps the course's recipe and says why.
+    blocked = choose("auto", "classification", [8, 8], blocker="lora.r=4: LoRA ...")
+    assert blocked.name == "fine-tune"
+    assert blocked.reason == "8 training rows per class <= 10, but lora.r=4: LoRA ..."
+    with pytest.raises(UserError, match=r"train\.method=few-shot: lora\.r=4: LoRA \.\.\.; use"):
+        choose("few-shot", "classification", [8, 8], blocker="lora.r=4: LoRA ...")
+
+
+def test_what_blocks_the_path_is_lora_or_a_model_without_a_bert_pooler(tiny_model, tmp_path):
+    bert = models.classifier_layout(str(tiny_model))
+    assert few_shot.blocked_by(0, bert) is None
+    assert few_shot.blocked_by(4, bert).startswith("lora.r=4: LoRA adapters would move")
+    assert few_shot.blocked_by(0, None) is None  # unreadable: the model loader says why
+    distilbert = tiny_distilbert(tiny_model, tmp_path / "distilbert")
+    reason = "DistilBertForSequenceClassification is not a BERT-style encoder with a pooler"
+    assert few_shot.blocked_by(0, models.classifier_layout(str(distilbert))) == reason
+    # End to end: 8 rows per class on DistilBERT train by the course's recipe, and say why.
+    train = write_csv(tmp_path / "train.csv", balanced_rows(8, seed=1))
+    argv = train_args(distilbert, train, tmp_path / "run", "train.max_steps=1")
+    assert main(argv) == 0
+    method = json.loads((tmp_path / "run" / "metrics.json").read_text())["data"]["method"]
+    limit = FewShotConfig().max_rows_per_class
+    assert method["name"] == "fine-tune"
+    assert method["reason"] == f"8 training rows per class <= {limit}, but {reason}"
+
+
+def tiny_distilbert(tiny_model: Path, out: Path) -> Path:
+    """tiny_model's vocabulary and sizes in a DistilBERT, which has no pooler."""
+    config = DistilBertConfig(
+        vocab_size=BertTokenizerFast.from_pretrained(tiny_model).vocab_size,
+        dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64,
+    )  # fmt: skip
+    DistilBertForMaskedLM(config).save_pretrained(out)
+    BertTokenizerFast.from_pretrained(tiny_model).save_pretrained(out)
+    return out
 
 
 def test_the_run_says_which_method_and_why(run, tiny_model, tmp_path, capsys):

@@ -47,11 +47,15 @@ class Method:
 
 
 def choose_method(
-    requested: str, task_kind: str, class_rows: list[int], settings: FewShotConfig, lora_r: int
+    requested: str,
+    task_kind: str,
+    class_rows: list[int],
+    settings: FewShotConfig,
+    blocker: str | None,
 ) -> Method:
     """`train.method` resolved against the training data: auto picks few-shot for single-label
-    classification when the median class has at most `settings.max_rows_per_class` rows and no
-    LoRA adapters are asked for (they would move the path's fixed pooling layer)."""
+    classification when the median class has at most `settings.max_rows_per_class` rows and
+    nothing blocks the path (`blocker`: why it cannot train this run, from `blocked_by`)."""
     if task_kind != "classification":
         if requested == FEW_SHOT:
             raise UserError(
@@ -61,16 +65,25 @@ def choose_method(
         return Method(FINE_TUNE, f"{task_kind}")
     median = int(np.median(class_rows))
     limit = settings.max_rows_per_class
-    lora = f"lora.r={lora_r}: LoRA adapters would move the few-shot path's fixed pooling layer"
-    if requested == FEW_SHOT and lora_r:
-        raise UserError(f"train.method=few-shot with {lora}; set lora.r=0 or train.method=auto")
+    if requested == FEW_SHOT and blocker:
+        raise UserError(f"train.method=few-shot: {blocker}; use train.method=auto or fine-tune")
     if requested != "auto":
         return Method(requested, f"train.method={requested}; {median} training rows per class")
     if median > limit:
         return Method(FINE_TUNE, f"{median} training rows per class > {limit}")
-    if lora_r:
-        return Method(FINE_TUNE, f"{median} training rows per class <= {limit}, but {lora}")
+    if blocker:
+        return Method(FINE_TUNE, f"{median} training rows per class <= {limit}, but {blocker}")
     return Method(FEW_SHOT, f"{median} training rows per class <= {limit}")
+
+
+def blocked_by(lora_r: int, layout: nn.Module | None) -> str | None:
+    """Why the few-shot path cannot train a classifier of this `layout` (None: unknown, the
+    model loader will say why) with these LoRA adapters; None when it can."""
+    if lora_r:
+        return f"lora.r={lora_r}: LoRA adapters would move the path's fixed pooling layer"
+    if layout is not None and not supported(layout):
+        return f"{type(layout).__name__} is not a BERT-style encoder with a pooler"
+    return None
 
 
 def with_label_names(

@@ -90,6 +90,18 @@ def load_pretrained(
         ) from None
 
 
+def classifier_layout(name: str) -> torch.nn.Module | None:
+    """`name`'s sequence classifier built on the meta device, no weights read: its layout, for
+    choosing the training method before the model loads; None when its config cannot be read
+    or has no such head (loading it then says why)."""
+    try:
+        config = AutoConfig.from_pretrained(resolve_model(name))
+        with torch.device("meta"):
+            return AutoModelForSequenceClassification.from_config(config)
+    except (OSError, ValueError):
+        return None
+
+
 def load_sequence_classifier(
     name: str, attention_dropout: float | None = None, **head: Any
 ) -> torch.nn.Module:

@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith import data, few_shot
+from tunesmith import data, few_shot, models
 from tunesmith.config import LANGUAGE_MODEL_TASKS, Config, DataConfig
 from tunesmith.few_shot import Method
 from tunesmith.tasks import LanguageModeling, SequenceClassification, Task
@@ -83,8 +83,10 @@ def task_splits(cfg: Config) -> tuple[dict[str, Dataset], Task, Method]:
     kind = LanguageModeling if cfg.task in LANGUAGE_MODEL_TASKS else SequenceClassification
     splits, task = kind.from_splits(splits, sources, cfg)
     class_rows = np.bincount(splits["train"]["labels"]) if task.kind == "classification" else []
+    layout = models.classifier_layout(cfg.model) if task.kind == "classification" else None
+    blocker = few_shot.blocked_by(cfg.lora.r, layout)
     method = few_shot.choose_method(
-        cfg.train.method, task.kind, list(class_rows), cfg.few_shot, cfg.lora.r
+        cfg.train.method, task.kind, list(class_rows), cfg.few_shot, blocker
     )
     # A few rows per class are all needed for training; a validation set of a handful would
     # only pick the exported step by noise, so few-shot holds none out.
