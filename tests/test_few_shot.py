@@ -134,6 +134,16 @@ def test_the_run_says_which_method_and_why(run, tiny_model, tmp_path, capsys):
     assert "validation" in json.loads((tmp_path / "run" / "metrics.json").read_text())
 
 
+def test_the_method_counts_the_rows_data_max_train_samples_leaves(tiny_model, tmp_path):
+    train = write_csv(tmp_path / "train.csv", balanced_rows(40, seed=3))
+    limits = ("few_shot.max_rows_per_class=20", "data.max_train_samples=16", "train.max_steps=1")
+    assert main(train_args(tiny_model, train, tmp_path / "run", *limits)) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # 40 rows a class in the file, 16 rows sampled: few-shot, nothing held out, names joined.
+    assert metrics["data"]["method"]["name"] == "few-shot"
+    assert metrics["data"]["rows"] == {"train": 16 + 2 * 4}
+
+
 def test_class_names_join_the_rows_only_where_they_are_words():
     assert few_shot.names_are_words(["joy", "Sci/Tech", "très bien"])
     assert not few_shot.names_are_words(["0", "1"])

@@ -82,12 +82,13 @@ def task_splits(cfg: Config) -> tuple[dict[str, Dataset], Task, Method]:
     sources = {name: getattr(d, name) or f"data.dataset={d.dataset}[{name}]" for name in splits}
     kind = LanguageModeling if cfg.task in LANGUAGE_MODEL_TASKS else SequenceClassification
     splits, task = kind.from_splits(splits, sources, cfg)
-    class_rows = np.bincount(splits["train"]["labels"]) if task.kind == "classification" else []
-    layout = models.classifier_layout(cfg.model) if task.kind == "classification" else None
-    blocker = few_shot.blocked_by(cfg.lora.r, layout)
-    method = few_shot.choose_method(
-        cfg.train.method, task.kind, list(class_rows), cfg.few_shot, blocker
-    )
+    class_rows, blocker = [], None
+    if task.kind == "classification":
+        # The rows training would see without a hold-out: data.max_train_samples applied.
+        sampled = _sampled(splits["train"], d.max_train_samples, cfg.train.seed)
+        class_rows = list(np.bincount(sampled["labels"], minlength=len(task.labels.names)))
+        blocker = few_shot.blocked_by(cfg.lora.r, models.classifier_layout(cfg.model))
+    method = few_shot.choose_method(cfg.train.method, task.kind, class_rows, cfg.few_shot, blocker)
     # A few rows per class are all needed for training; a validation set of a handful would
     # only pick the exported step by noise, so few-shot holds none out.
     hold_out = not method.few_shot
@@ -122,9 +123,16 @@ def _held_out_and_sampled(
             held = splits["train"].train_test_split(test_size=d.validation_fraction, seed=seed)
         splits["train"], splits["validation"] = held["train"], held["test"]
     for name, limit in (("train", d.max_train_samples), ("validation", d.max_validation_samples)):
-        if name in splits and limit is not None and len(splits[name]) > limit:
-            splits[name] = splits[name].shuffle(seed=seed).select(range(limit))
+        if name in splits:
+            splits[name] = _sampled(splits[name], limit, seed)
     return splits
+
+
+def _sampled(ds: Dataset, limit: int | None, seed: int) -> Dataset:
+    """At most `limit` rows: the head of a seeded shuffle, the same sample every time."""
+    if limit is None or len(ds) <= limit:
+        return ds
+    return ds.shuffle(seed=seed).select(range(limit))
 
 
 def prepare_data(
