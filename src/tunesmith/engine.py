@@ -241,11 +241,9 @@ def build(cfg: Config, fresh: bool) -> Run:
     # (8% of throughput on MiniLM) than the rounder shapes gained.
     pad_multiple = 1 if accelerator.device.type == "cpu" else 8
     if method.few_shot:
-        if not few_shot.supported(model):  # its layout could not be read before the rows split
-            raise UserError(
-                f"train.method few-shot ({method.reason}): {type(model).__name__} is not a "
-                f"BERT-style encoder with a pooler; set train.method=fine-tune"
-            )
+        # The same check as before the rows split, for a layout that could not be read then.
+        if blocker := few_shot.blocked_by(cfg.lora.r, model):
+            raise UserError(f"train.method few-shot ({method.reason}): {blocker}")
         t = few_shot.train_settings(t, cfg.few_shot)
         few_shot.add_mean_pooling_layer(model)
         if fresh:  # a resumed run loads its head from the checkpoint
