@@ -16,6 +16,9 @@ Wall time is the training call, model loading included, scoring excluded.
 Every run appends a line to --log (default benchmarks/results/few_shot.jsonl), with the CPU it
 ran on and its torch thread count, and a rerun skips runs already there, so the benchmark can be
 continued across sessions (the table then names every CPU; compare wall times within one).
+When tunesmith's defaults change, its old runs stay in the log under a suffixed arm name
+(`tunesmith-c1`, `few-shot-c1`: before few_shot.probe_c=0.3, i.e. at C=1), so the table keeps
+them beside the new ones.
 Prints mean and std per arm and a JSON last line; writes benchmarks/results/few_shot.md.
 """
 

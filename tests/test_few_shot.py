@@ -25,6 +25,7 @@ from datasets import Dataset
 from transformers import (
     AutoModelForSequenceClassification,
     BertTokenizerFast,
+    DataCollatorWithPadding,
     DistilBertConfig,
     DistilBertForMaskedLM,
     pipeline,
@@ -177,6 +178,28 @@ def test_the_pooling_layer_passes_on_the_masked_mean(tiny_model):
     assert torch.allclose(pooled[0], expected, atol=5e-3)
     assert torch.allclose(padded, alone, atol=1e-5)
     assert model.config.num_hidden_layers == 3
+
+
+def test_a_smaller_probe_c_starts_the_head_softer(tiny_model):
+    """The head starts as the probe: more regularization, smaller weights and logits, so the
+    end-to-end phase still has a loss to learn from."""
+    tokenizer = BertTokenizerFast.from_pretrained(tiny_model)
+    rows = balanced_rows(8, seed=4)
+    encoded = tokenizer([r["text"] for r in rows])
+    train = Dataset.from_dict(
+        {
+            **encoded,
+            "labels": [int(r["label"] == "positive") for r in rows],
+            "length": [len(ids) for ids in encoded["input_ids"]],
+        }
+    )
+    head_norms = []
+    for c in (0.01, 100.0):
+        model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+        few_shot.add_mean_pooling_layer(model)
+        few_shot.fit_head(model, train, DataCollatorWithPadding(tokenizer), 512, None, c, seed=0)
+        head_norms.append(model.classifier.weight.norm().item())
+    assert head_norms[0] < head_norms[1] / 10
 
 
 @pytest.mark.bf16

@@ -253,6 +253,7 @@ def build(cfg: Config, fresh: bool) -> Run:
                 task.eval_collator(tokenizer, pad_multiple),
                 eval_max_tokens(t, accelerator.device.type),
                 task.class_weights,
+                cfg.few_shot.probe_c,
                 t.seed,
             )
             _say(

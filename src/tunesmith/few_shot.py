@@ -11,7 +11,9 @@
 2. Where the class names are words and rows single texts, each name joins the training rows
    as a text of its own (`few_shot.label_name_rows` times): the encoder already puts "joy"
    near joyful sentences, and at 8 rows per class that prior is worth more than a row.
-3. The head starts as a logistic regression on those embeddings (a linear probe).
+3. The head starts as a logistic regression on those embeddings (a linear probe), regularized
+   enough (`few_shot.probe_c`) that its logits leave the end-to-end phase a gradient to learn
+   from.
 4. The whole model is then fine-tuned end to end by the usual loop, with `few_shot`'s settings.
 """
 
@@ -173,11 +175,12 @@ def fit_head(
     collate: Callable,
     max_tokens: int,
     class_weights: tuple[float, ...] | None,
+    c: float,
     seed: int,
 ) -> float:
-    """Set the classifier to a logistic regression fitted on the pooled embeddings of the
-    training rows (every class has some: labels are decided from them); returns its training
-    accuracy."""
+    """Set the classifier to a logistic regression (inverse regularization `c`) fitted on the
+    pooled embeddings of the training rows (every class has some: labels are decided from
+    them); returns its training accuracy."""
     from sklearn.linear_model import LogisticRegression
 
     captured: list[np.ndarray] = []
@@ -192,7 +195,7 @@ def fit_head(
     features[order] = np.concatenate(captured)
     labels = np.asarray(train["labels"])
     weight = dict(enumerate(class_weights)) if class_weights else None
-    probe = LogisticRegression(max_iter=1000, class_weight=weight, random_state=seed)
+    probe = LogisticRegression(C=c, max_iter=1000, class_weight=weight, random_state=seed)
     probe.fit(features, labels)
     coef, intercept = probe.coef_, probe.intercept_
     if coef.shape[0] == 1:  # two classes: sklearn keeps one row; softmax of +-half is the same

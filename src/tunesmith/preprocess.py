@@ -87,7 +87,8 @@ def task_splits(cfg: Config) -> tuple[dict[str, Dataset], Task, Method]:
         # The rows training would see without a hold-out: data.max_train_samples applied.
         sampled = _sampled(splits["train"], d.max_train_samples, cfg.train.seed)
         class_rows = list(np.bincount(sampled["labels"], minlength=len(task.labels.names)))
-        blocker = few_shot.blocked_by(cfg.lora.r, models.classifier_layout(cfg.model))
+        if cfg.train.method != few_shot.FINE_TUNE:  # only auto and few-shot ask what blocks it
+            blocker = few_shot.blocked_by(cfg.lora.r, models.classifier_layout(cfg.model))
     method = few_shot.choose_method(cfg.train.method, task.kind, class_rows, cfg.few_shot, blocker)
     # A few rows per class are all needed for training; a validation set of a handful would
     # only pick the exported step by noise, so few-shot holds none out.
