@@ -155,6 +155,8 @@ def test_class_names_join_the_rows_only_where_they_are_words():
     assert grown["text"] == ["a", "b", "fear", "fear", "joy", "joy"]
     assert grown["labels"] == [1, 0, 0, 0, 1, 1]
     assert grown.features == rows.features
+    templated = few_shot.with_label_names(rows, "text", ["fear", "joy"], 1, "about {}.")
+    assert templated["text"] == ["a", "b", "about fear.", "about joy."]
 
 
 def test_the_pooling_layer_passes_on_the_masked_mean(tiny_model):

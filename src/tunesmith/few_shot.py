@@ -89,12 +89,12 @@ def blocked_by(lora_r: int, layout: nn.Module | None) -> str | None:
 
 
 def with_label_names(
-    train: Dataset, text_column: str, names: Sequence[str], copies: int
+    train: Dataset, text_column: str, names: Sequence[str], copies: int, template: str = "{}"
 ) -> Dataset:
     """The training rows and, after them, `copies` rows per class whose text is the class's
-    name (its other columns empty)."""
+    name in `template` (its {} replaced; the row's other columns empty)."""
     rows = {column: [None] * (copies * len(names)) for column in train.column_names}
-    rows[text_column] = [name for name in names for _ in range(copies)]
+    rows[text_column] = [template.replace("{}", name) for name in names for _ in range(copies)]
     rows["labels"] = [label for label in range(len(names)) for _ in range(copies)]
     return concatenate_datasets([train, Dataset.from_dict(rows).cast(train.features)])
 

@@ -103,7 +103,11 @@ def task_splits(cfg: Config) -> tuple[dict[str, Dataset], Task, Method]:
         and few_shot.names_are_words(task.labels.names)
     ):
         splits["train"] = few_shot.with_label_names(
-            splits["train"], task.columns.text, task.labels.names, copies
+            splits["train"],
+            task.columns.text,
+            task.labels.names,
+            copies,
+            cfg.few_shot.label_name_template,
         )
         reason = f"{method.reason}; each class name joins the training rows {copies} times"
         method = dataclasses.replace(method, reason=reason)
