@@ -10,7 +10,8 @@ are sampled from one half and scored on 2,000 rows of the other. SetFit runs wit
 and the embedded MiniLM as body, except at N >= 64, where its default pair sampling grows as N^2
 (7,680 steps at 64 per class for 6 classes): there it gets num_iterations=20, the SetFit paper's
 setting. tunesmith runs `train` with only data.train and model set (train.method=auto);
-`--arms ... fine-tune few-shot` add it with train.method forced to each.
+`--arms ... fine-tune few-shot` add it with train.method forced to each, `template` with the
+class-name rows as a sentence (few_shot.label_name_template), a candidate default.
 Wall time is the training call, model loading included, scoring excluded.
 
 Every run appends a line to --log (default benchmarks/results/few_shot.jsonl), with the CPU it
