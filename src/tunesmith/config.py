@@ -190,8 +190,8 @@ class FewShotConfig:
     # sentence encoder's sense of the names adds points (benchmarks/few_shot.py). 0: never.
     label_name_rows: int = 4
     # How each class name reads as a training row; {} is the name. "This text is about {}."
-    # led the bare name on the unscored rows of all three benchmark sets at 8 per class
-    # (benchmarks/README.md) and is not yet the default.
+    # tied with the bare name on the benchmark sets at 8 per class (benchmarks/README.md), so
+    # the default stays the name alone.
     label_name_template: str = "{}"
 
 
