@@ -11,7 +11,7 @@ and the embedded MiniLM as body, except at N >= 64, where its default pair sampl
 (7,680 steps at 64 per class for 6 classes): there it gets num_iterations=20, the SetFit paper's
 setting. tunesmith runs `train` with only data.train and model set (train.method=auto);
 `--arms ... fine-tune few-shot` add it with train.method forced to each, `template` with the
-class-name rows as a sentence (few_shot.label_name_template), a candidate default.
+class-name rows as a sentence (few_shot.label_name_template; at N = 8 a tie with the default).
 Wall time is the training call, model loading included, scoring excluded.
 
 Every run appends a line to --log (default benchmarks/results/few_shot.jsonl), with the CPU it
@@ -118,7 +118,7 @@ ARMS = {
     "tunesmith": run_tunesmith,
     "fine-tune": functools.partial(run_tunesmith, method="fine-tune"),
     "few-shot": functools.partial(run_tunesmith, method="few-shot"),
-    # A candidate default, beside today's: the class-name rows as a sentence.
+    # The class-name rows as a sentence, an option scored beside the default.
     "template": functools.partial(
         run_tunesmith, few_shot={"label_name_template": "This text is about {}."}
     ),

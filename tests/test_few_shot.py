@@ -25,7 +25,6 @@ from datasets import Dataset
 from transformers import (
     AutoModelForSequenceClassification,
     BertTokenizerFast,
-    DataCollatorWithPadding,
     DistilBertConfig,
     DistilBertForMaskedLM,
     pipeline,
@@ -34,8 +33,10 @@ from transformers import (
 from tunesmith import few_shot, models
 from tunesmith.cli import main
 from tunesmith.config import FewShotConfig
+from tunesmith.data import Columns
 from tunesmith.errors import UserError
 from tunesmith.predict import Predictor
+from tunesmith.tasks import LabelSpec, SequenceClassification
 
 
 def balanced_rows(per_class: int, seed: int) -> list[dict]:
@@ -186,20 +187,19 @@ def test_a_smaller_probe_c_starts_the_head_softer(tiny_model):
     """The head starts as the probe: more regularization, smaller weights and logits, so the
     end-to-end phase still has a loss to learn from."""
     tokenizer = BertTokenizerFast.from_pretrained(tiny_model)
-    rows = balanced_rows(8, seed=4)
-    encoded = tokenizer([r["text"] for r in rows])
-    train = Dataset.from_dict(
-        {
-            **encoded,
-            "labels": [int(r["label"] == "positive") for r in rows],
-            "length": [len(ids) for ids in encoded["input_ids"]],
-        }
+    names = ("negative", "positive")
+    task = SequenceClassification(
+        Columns("text", None, "label"), LabelSpec("classification", names)
     )
+    rows = balanced_rows(8, seed=4)
+    train = Dataset.from_dict(
+        {"text": [r["text"] for r in rows], "labels": [names.index(r["label"]) for r in rows]}
+    ).map(task.tokenize_function(tokenizer, max_length=64), batched=True)
     head_norms = []
     for c in (0.01, 100.0):
         model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
         few_shot.add_mean_pooling_layer(model)
-        few_shot.fit_head(model, train, DataCollatorWithPadding(tokenizer), 512, None, c, seed=0)
+        few_shot.fit_head(model, train, task.eval_collator(tokenizer, 1), 512, None, c, seed=0)
         head_norms.append(model.classifier.weight.norm().item())
     assert head_norms[0] < head_norms[1] / 10
 
