@@ -169,8 +169,8 @@ class LoraConfig:
 @dataclass
 class FewShotConfig:
     # train.method=auto takes the few-shot path up to this many training rows in the median
-    # class. Against fine-tune (benchmarks/README.md) it gains 5-30 points at 64 per class and
-    # 13.5 on emotion at 256; at 512, 4 on emotion and 0.4 on AG News for 7-8x the time.
+    # class. Against fine-tune (benchmarks/README.md) it gains 5-32 points at 64 per class and
+    # 14 on emotion at 256; at 512, 4 on emotion and 0.4 on AG News for 7-8x the time.
     max_rows_per_class: int = 256
     # Passes over the training rows end to end (few rows: many passes); replaces train.epochs.
     epochs: float = 10.0
