@@ -152,7 +152,7 @@ def test_class_names_join_the_rows_only_where_they_are_words():
     assert not few_shot.names_are_words(["LABEL_0", "LABEL_1"])
     assert not few_shot.names_are_words(["joy", "2"])
     rows = Dataset.from_dict({"text": ["a", "b"], "label": ["joy", "fear"], "labels": [1, 0]})
-    grown = few_shot.with_label_names(rows, "text", ["fear", "joy"], copies=2)
+    grown = few_shot.with_label_names(rows, "text", ["fear", "joy"], 2, "{}")
     assert grown["text"] == ["a", "b", "fear", "fear", "joy", "joy"]
     assert grown["labels"] == [1, 0, 0, 0, 1, 1]
     assert grown.features == rows.features

@@ -89,7 +89,7 @@ def blocked_by(lora_r: int, layout: nn.Module | None) -> str | None:
 
 
 def with_label_names(
-    train: Dataset, text_column: str, names: Sequence[str], copies: int, template: str = "{}"
+    train: Dataset, text_column: str, names: Sequence[str], copies: int, template: str
 ) -> Dataset:
     """The training rows and, after them, `copies` rows per class whose text is the class's
     name in `template` (its {} replaced; the row's other columns empty)."""
