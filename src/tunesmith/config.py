@@ -170,8 +170,8 @@ class LoraConfig:
 class FewShotConfig:
     # train.method=auto takes the few-shot path up to this many training rows in the median
     # class. Against fine-tune (benchmarks/README.md) it gains 5-32 points at 64 per class and
-    # 14 on emotion at 256; at 512 (measured at probe_c=1), 4 on emotion and 0.4 on AG News
-    # for 7-8x the time.
+    # 14 on emotion at 256; at 512, 4 on emotion and 0.5 on AG News (ahead on one seed of
+    # two) for 7-8x the time.
     max_rows_per_class: int = 256
     # Passes over the training rows end to end (few rows: many passes); replaces train.epochs.
     epochs: float = 10.0
