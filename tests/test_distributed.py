@@ -14,9 +14,12 @@ from tunesmith.inference import infer_logits
 from tunesmith.predict import Predictor
 
 
+@pytest.mark.parametrize("method", ["fine-tune", "few-shot"])
 def test_two_processes_take_equal_steps_and_match_single_process_metrics(
-    tiny_model, sentiment_csv, tmp_path, capfd
+    method, tiny_model, sentiment_csv, tmp_path, capfd
 ):
+    """Either method: auto would take few-shot for these 120 rows a class, and SetFit, the tool
+    few-shot users leave, trains on one device (setfit #293, #541)."""
     train, validation = sentiment_csv
     out = tmp_path / "run"
     code = main(
@@ -28,9 +31,12 @@ def test_two_processes_take_equal_steps_and_match_single_process_metrics(
             f"data.train={train}",
             f"data.validation={validation}",
             f"output_dir={out}",
+            f"train.method={method}",
             "train.epochs=2",
+            "few_shot.epochs=2",
             "data.max_length=32",
             "train.max_tokens_per_batch=96",  # many batches, an odd count per epoch
+            "few_shot.batch_size=24",  # the few-shot path's batches: 11 of its 248 rows
             "train.learning_rate=5e-3",
             "train.freeze_word_embeddings=false",
         ]
@@ -40,6 +46,7 @@ def test_two_processes_take_equal_steps_and_match_single_process_metrics(
     assert "x 2 process(es)" in captured.err  # the effective batch is printed
     assert captured.out.count("output_dir") == 1  # one result line, from the main process
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["method"]["name"] == method
     steps = metrics["train"]["steps_per_process"]
     assert metrics["train"]["processes"] == 2
     assert steps == [metrics["train"]["optimizer_steps"]] * 2

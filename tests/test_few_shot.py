@@ -33,7 +33,7 @@ from transformers import (
 from tunesmith import few_shot, models
 from tunesmith.cli import main
 from tunesmith.config import FewShotConfig
-from tunesmith.data import Columns, read_table
+from tunesmith.data import Columns
 from tunesmith.errors import UserError
 from tunesmith.predict import Predictor
 from tunesmith.tasks import LabelSpec, SequenceClassification
@@ -245,25 +245,6 @@ def test_sentence_pairs_and_a_large_validation_set(tiny_model, tmp_path):
     predicted = Predictor(tmp_path / "run").predict_texts(["good film"], ["great plot"])
     names = metrics["data"]["labels"]
     assert set(predicted[0]["scores"]) == set(names) and predicted[0]["label"] in names
-
-
-def test_two_processes_train_the_path_and_export_what_they_measured(tiny_model, tmp_path, capfd):
-    """SetFit trains on one device (setfit #293, #541); this path is the usual loop, so
-    `--num-processes` (or torchrun) shares its batches out like any other run's."""
-    train = write_csv(tmp_path / "train.csv", balanced_rows(8, seed=1))
-    validation = write_csv(tmp_path / "validation.csv", balanced_rows(30, seed=2))
-    out = tmp_path / "run"
-    argv = train_args(tiny_model, train, out, f"data.validation={validation}")
-    code = main([argv[0], "--num-processes", "2", *argv[1:], "few_shot.learning_rate=1e-3"])
-    assert code == 0, capfd.readouterr().err[-2000:]
-    assert "method few-shot" in capfd.readouterr().err
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["data"]["method"]["name"] == "few-shot"
-    assert metrics["train"]["steps_per_process"] == [metrics["train"]["optimizer_steps"]] * 2
-    # The ranks fit the head alike, and DDP starts them from rank 0's weights and keeps them
-    # together: the export is the model the two processes scored.
-    scores = Predictor(out).evaluate(read_table(validation))
-    assert scores["accuracy"] == pytest.approx(metrics["validation"]["accuracy"], abs=1e-9)
 
 
 def test_resume_is_exact(run, tmp_path):
