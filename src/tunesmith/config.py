@@ -124,6 +124,12 @@ class TrainConfig:
     # Token budget of an evaluation batch (evaluation sorts rows by length); unset: 2,048 on
     # CPUs, where a layer's activations then stay in cache, 8,192 on GPUs.
     eval_max_tokens_per_batch: int | None = None
+    # Single-label classification with at least 50 validation rows: after training, divide the
+    # logits by the temperature that fits validation best (folded into the output layer, so
+    # labels stay and `pipeline` gets the calibrated probabilities). At 8 rows per class the
+    # few-shot path's probabilities were too soft on AG News and too sharp on the tweets
+    # (benchmarks/README.md, calibration).
+    temperature_scaling: bool = True
     # On a NaN/inf loss: stop (naming the step and rows) or skip that optimizer step and count it.
     on_nonfinite_loss: str = "stop"
     # Class weights in a classifier's loss, for skewed classes: none; balanced (each class

@@ -668,9 +668,10 @@ def finish(
         evaluation = run.evaluate(validation)
     if evaluation is not None:
         _require_finite(evaluation, progress)
-        # What the task learns from validation after training (multi-label thresholds): the
-        # test split, the export, predict and serve use it.
+        # What the task learns from validation after training (multi-label thresholds, a
+        # temperature): the test split, the export, predict and serve use it.
         task = run.data.task = task.fitted(validation, evaluation)
+        evaluation = task.fold_into(unwrapped, validation, evaluation)
     test = run.evaluate(run.data.test) if run.data.test is not None else None
     result: dict = {"metric_for_best": run.metric}
     if evaluation is None:  # nothing held out: the last step's weights are exported

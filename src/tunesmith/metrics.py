@@ -56,6 +56,23 @@ def calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int =
     return float(np.abs(gaps).sum() / len(labels))
 
 
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T that minimizes the log loss of softmax(logits / T) (Guo et al., 2017:
+    temperature scaling), searched in [0.05, 20]. T > 1 softens overconfident probabilities,
+    T < 1 sharpens underconfident ones; the argmax, hence every label, stays the same."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    logits = logits.astype(np.float64)
+    rows = np.arange(len(labels))
+
+    def log_loss(log_t: float) -> float:
+        return float(-log_softmax(logits / math.exp(log_t), axis=-1)[rows, labels].mean())
+
+    best = minimize_scalar(log_loss, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
+    return math.exp(best.x)
+
+
 def regression_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
     """Pearson and Spearman correlations and mean squared error."""
     from scipy import stats

@@ -80,5 +80,9 @@ class Task(Protocol):
 
     def fitted(self, ds: Dataset, evaluation: Evaluation) -> Task: ...
 
+    def fold_into(
+        self, model: torch.nn.Module, ds: Dataset, evaluation: Evaluation
+    ) -> Evaluation: ...
+
 
 __all__ = ["LabelSpec", "LanguageModeling", "SequenceClassification", "Task"]

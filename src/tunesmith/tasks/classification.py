@@ -25,7 +25,7 @@ from tunesmith.data import Columns
 from tunesmith.errors import UserError, rows_shown
 from tunesmith.inference import infer_logits
 from tunesmith.metrics import Evaluation
-from tunesmith.models import load_sequence_classifier
+from tunesmith.models import load_sequence_classifier, scale_output_layer
 from tunesmith.tasks import multi_label
 
 
@@ -86,6 +86,8 @@ def class_weights(
     return tuple(float(setting.get(name, 1.0)) for name in labels.names)
 
 
+# Fewer validation rows fit a temperature to noise (benchmarks/README.md, calibration).
+MIN_ROWS_FOR_TEMPERATURE = 50
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -225,6 +227,10 @@ class SequenceClassification:
     thresholds: tuple[float, ...] | None = None
     # Multi-label: how the labels were given (label_delimiter, label_columns), for evaluate.
     label_format: dict[str, Any] | None = None
+    # Single-label: fit a temperature on validation after training (train.temperature_scaling).
+    temperature_scaling: bool = False
+    # The fitted temperature, folded into the output layer before test, export and serving.
+    temperature: float | None = None
 
     # Unless train.freeze_word_embeddings says otherwise: the step is faster, accuracy the same.
     freeze_word_embeddings = True
@@ -263,7 +269,9 @@ class SequenceClassification:
         }
         weights = class_weights(cfg.train.class_weights, labels, encoded["train"]["labels"])
         meta = {"label_delimiter": d.label_delimiter, "label_columns": d.label_columns}
-        return encoded, cls(columns, labels, weights, label_format=meta)
+        scaling = cfg.train.temperature_scaling
+        task = cls(columns, labels, weights, label_format=meta, temperature_scaling=scaling)
+        return encoded, task
 
     @property
     def stratify_column(self) -> str | None:
@@ -298,6 +306,8 @@ class SequenceClassification:
             meta.update(self.label_format or {})
             if self.thresholds is not None:
                 meta["thresholds"] = dict(zip(self.labels.names, self.thresholds, strict=True))
+        if self.temperature is not None:  # already in the weights: said, not to be applied again
+            meta["temperature_folded_into_weights"] = self.temperature
         return meta
 
     def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -390,13 +400,35 @@ class SequenceClassification:
         return self.labels.kind == "multi_label"
 
     def fitted(self, ds: Dataset, evaluation: Evaluation) -> SequenceClassification:
-        """After training: multi-label thresholds tuned on `ds` (validation), kept for test,
-        the export, predict and serve."""
-        if not self.multi:
-            return self
+        """After training, from `ds` (validation), kept for test, the export, predict and serve:
+        multi-label thresholds; single-label, a temperature for the probabilities."""
         labels = np.asarray(ds["labels"])
-        tuned = metrics.tune_thresholds(_sigmoid(evaluation.logits), labels)
-        return dataclasses.replace(self, thresholds=tuple(float(t) for t in tuned))
+        if self.multi:
+            tuned = metrics.tune_thresholds(_sigmoid(evaluation.logits), labels)
+            return dataclasses.replace(self, thresholds=tuple(float(t) for t in tuned))
+        enough_rows = len(labels) >= MIN_ROWS_FOR_TEMPERATURE
+        if self.labels.kind == "classification" and self.temperature_scaling and enough_rows:
+            temperature = metrics.fit_temperature(evaluation.logits, labels)
+            return dataclasses.replace(self, temperature=temperature)
+        return self
+
+    def fold_into(self, model: torch.nn.Module, ds: Dataset, evaluation: Evaluation) -> Evaluation:
+        """Put the fitted temperature into the output layer's weights, so the exported folder
+        gives calibrated probabilities in `pipeline` too; `evaluation` as the model now gives
+        it (the same labels and scores; the calibration error measured on the rows that fitted
+        the temperature, beside the one before)."""
+        if self.temperature is None:
+            return evaluation
+        scale_output_layer(model, 1.0 / self.temperature, len(self.labels.names))
+        logits = evaluation.logits / self.temperature
+        probabilities = torch.softmax(torch.from_numpy(logits), -1).numpy()
+        labels = np.asarray(ds["labels"])
+        details = {
+            "calibration_error": metrics.calibration_error(probabilities, labels),
+            "calibration_error_before_temperature": evaluation.details["calibration_error"],
+            "temperature": round(self.temperature, 4),
+        }
+        return dataclasses.replace(evaluation, logits=logits, details=details)
 
     def _thresholds(self, probabilities: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         if self.thresholds is not None:

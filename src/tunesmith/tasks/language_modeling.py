@@ -249,6 +249,10 @@ class LanguageModeling:
         """Nothing to learn from validation after training."""
         return self
 
+    def fold_into(self, model: torch.nn.Module, ds: Dataset, evaluation: Evaluation) -> Evaluation:
+        """Nothing learned, so nothing to fold into the weights."""
+        return evaluation
+
     def combine(self, shares: list[tuple[float, int]], ds: Dataset) -> Evaluation:
         scores = language_model_metrics(sum(s for s, _ in shares), sum(n for _, n in shares))
         return Evaluation(scores, math.isfinite(scores["loss"]))
