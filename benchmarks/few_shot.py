@@ -20,7 +20,10 @@ continued across sessions (the table then names every CPU; compare wall times wi
 When tunesmith's defaults change, its old runs stay in the log under a suffixed arm name
 (`tunesmith-c1`, `few-shot-c1`: before few_shot.probe_c=0.3, i.e. at C=1), so the table keeps
 them beside the new ones.
-Prints mean and std per arm and a JSON last line; writes benchmarks/results/few_shot.md.
+Each run also scores the calibration of its test probabilities (expected calibration error and
+log loss) and checks that their argmax is the label the arm predicted.
+Prints mean and std per arm and a JSON last line; writes the Markdown table beside the log
+(benchmarks/results/few_shot.md for the default log).
 """
 
 from __future__ import annotations
@@ -31,15 +34,17 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import results  # benchmarks/results.py, beside this script
 import torch
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, f1_score, log_loss
 
 from tunesmith import hardware
 from tunesmith.demo import corpus_path
+from tunesmith.metrics import calibration_error
 from tunesmith.models import resolve_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -72,7 +77,17 @@ def sample(pool: pd.DataFrame, test: pd.DataFrame, n: int, seed: int):
     return train, test.drop(index=picked, errors="ignore") if test is pool else test
 
 
-def run_setfit(train: pd.DataFrame, test: pd.DataFrame, n: int, seed: int) -> tuple[list, float]:
+class Scored(NamedTuple):
+    """An arm's test predictions: a label per row, every class's probability per row (columns
+    in `classes` order), and the training call's wall time."""
+
+    labels: list
+    probabilities: np.ndarray
+    classes: list
+    wall_s: float
+
+
+def run_setfit(train: pd.DataFrame, test: pd.DataFrame, n: int, seed: int) -> Scored:
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
@@ -84,7 +99,12 @@ def run_setfit(train: pd.DataFrame, test: pd.DataFrame, n: int, seed: int) -> tu
         rows = Dataset.from_pandas(train[["text", "label"]], preserve_index=False)
         Trainer(model=model, args=args, train_dataset=rows).train()
     wall = time.perf_counter() - start
-    return list(model.predict(test["text"].tolist(), batch_size=64)), wall
+    texts = test["text"].tolist()
+    probabilities = model.predict_proba(texts, batch_size=64, as_numpy=True)
+    # The head's own column order (setfit #462, #587: predict_proba's order is not always the
+    # labels'); main() checks that the argmax agrees with predict.
+    classes = list(model.model_head.classes_)
+    return Scored(list(model.predict(texts, batch_size=64)), probabilities, classes, wall)
 
 
 def run_tunesmith(
@@ -94,7 +114,7 @@ def run_tunesmith(
     seed: int,
     method: str = "auto",
     few_shot: dict | None = None,
-) -> tuple[list, float]:
+) -> Scored:
     from tunesmith.api import train as tunesmith_train
     from tunesmith.predict import Predictor
 
@@ -109,7 +129,9 @@ def run_tunesmith(
         )  # fmt: skip
         wall = time.perf_counter() - start
         predictions = Predictor(f"{root}/run").predict_texts(test["text"].tolist())
-        return [p["label"] for p in predictions], wall
+        classes = list(predictions[0]["scores"])
+        probabilities = np.array([[p["scores"][c] for c in classes] for p in predictions])
+        return Scored([p["label"] for p in predictions], probabilities, classes, wall)
 
 
 # fine-tune and few-shot: tunesmith with train.method forced, to find where few-shot stops winning.
@@ -148,13 +170,12 @@ def main() -> None:
                 for arm in args.arms:
                     if (name, n, seed, arm) in finished:
                         continue
-                    predicted, wall = ARMS[arm](train, test, n, seed)
+                    scored = ARMS[arm](train, test, n, seed)
                     truth = test["label"].tolist()
                     record = {
                         "data": name, "n": n, "seed": seed, "arm": arm,
-                        "accuracy": accuracy_score(truth, predicted),
-                        "macro_f1": f1_score(truth, predicted, average="macro"),
-                        "wall_s": round(wall, 1), "test_rows": len(test), "cpu": cpu,
+                        **scores(truth, scored),
+                        "wall_s": round(scored.wall_s, 1), "test_rows": len(test), "cpu": cpu,
                         "threads": torch.get_num_threads(),
                     }  # fmt: skip
                     print(json.dumps(record), flush=True)
@@ -165,27 +186,53 @@ def main() -> None:
     summarize(done, args)
 
 
+def scores(truth: list, scored: Scored) -> dict:
+    """Accuracy and macro-F1 of the labels; calibration of the probabilities: expected
+    calibration error (15 bins) and log loss; and how often the probabilities' argmax is the
+    label the arm predicted (1.0 unless its two outputs disagree)."""
+    column = {c: i for i, c in enumerate(scored.classes)}
+    # tunesmith's scores are float32: renormalized in float64, as log_loss checks the sums
+    probabilities = scored.probabilities / scored.probabilities.sum(-1, keepdims=True)
+    target = np.array([column[t] for t in truth])
+    argmax = [scored.classes[i] for i in probabilities.argmax(-1)]
+    agrees = [a == b for a, b in zip(argmax, scored.labels, strict=True)]
+    return {
+        "accuracy": accuracy_score(truth, scored.labels),
+        "macro_f1": f1_score(truth, scored.labels, average="macro"),
+        "ece": calibration_error(probabilities, target),
+        "log_loss": log_loss(target, probabilities, labels=range(len(scored.classes))),
+        "argmax_agrees": float(np.mean(agrees)),
+    }
+
+
 def summarize(records: list[dict], args: argparse.Namespace) -> None:
     log = results.Transcript()
     log(f"{'data':8s} {'N':>3s} {'arm':10s} {'seeds':>5s} {'accuracy':>15s} {'macro-F1':>15s} "
-        f"{'wall s/run':>10s}")  # fmt: skip
+        f"{'ECE':>6s} {'log loss':>8s} {'wall s/run':>10s}")  # fmt: skip
     table = []
     frame = pd.DataFrame(records)
+    for column in ("ece", "log_loss"):  # runs logged before calibration was scored lack them
+        frame[column] = frame.get(column, np.nan)
     for (name, n, arm), group in frame.groupby(["data", "n", "arm"], sort=True):
         row = {
             "data": name, "n": int(n), "arm": arm, "seeds": len(group),
             "accuracy": [group.accuracy.mean(), group.accuracy.std(ddof=1)],
             "macro_f1": [group.macro_f1.mean(), group.macro_f1.std(ddof=1)],
+            # over the seeds that scored them; NaN (null in the JSON) where none did
+            "ece": group.ece.mean(), "log_loss": group.log_loss.mean(),
             "wall_s": group.wall_s.mean(),
         }  # fmt: skip
         table.append(row)
         acc, f1 = row["accuracy"], row["macro_f1"]
         log(f"{name:8s} {n:3d} {arm:10s} {len(group):5d} {100 * acc[0]:7.1f} ({100 * acc[1]:4.1f}) "
-            f"{100 * f1[0]:7.1f} ({100 * f1[1]:4.1f}) {row['wall_s']:10.1f}")  # fmt: skip
+            f"{100 * f1[0]:7.1f} ({100 * f1[1]:4.1f}) {row['ece']:6.3f} {row['log_loss']:8.3f} "
+            f"{row['wall_s']:10.1f}")  # fmt: skip
     log("setfit at N >= 64: num_iterations=20 (its default pair sampling grows as N^2)")
+    log("ECE: expected calibration error of the test probabilities, 15 bins; nan: not scored")
     log(f"runs made on: {'; '.join(sorted(frame.cpu.unique()))}")
-    log(json.dumps(table))
-    print(log.save("few_shot", "Few-shot: setfit vs tunesmith, same samples and seeds"))
+    log(json.dumps([{k: None if v != v else v for k, v in row.items()} for row in table]))
+    title = "Few-shot: setfit vs tunesmith, same samples and seeds"
+    print(log.save(args.log.stem, title, args.log.parent))
 
 
 if __name__ == "__main__":

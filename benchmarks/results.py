@@ -28,10 +28,10 @@ def header(title: str) -> list[str]:
     ]
 
 
-def write(name: str, lines: list[str]) -> Path:
-    """benchmarks/results/NAME.md, replaced whole."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.md"
+def write(name: str, lines: list[str], folder: Path = RESULTS) -> Path:
+    """FOLDER/NAME.md (benchmarks/results/ unless told), replaced whole."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -46,5 +46,5 @@ class Transcript:
         print(line, flush=True)
         self.lines.append(line)
 
-    def save(self, name: str, title: str) -> Path:
-        return write(name, [*header(title), "```", *self.lines, "```"])
+    def save(self, name: str, title: str, folder: Path = RESULTS) -> Path:
+        return write(name, [*header(title), "```", *self.lines, "```"], folder)
