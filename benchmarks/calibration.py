@@ -11,6 +11,9 @@ so the smallest validation sets show what the floor avoids. Training rows are th
 of benchmarks/few_shot.py at seeds from 100 (the few-shot benchmark scores seeds 0-9); the
 validation rows come from rows the sample left (emotion: its validation split), and the test
 rows from the rest: emotion's test split, 2,000 other AG News rows, 2,000 other tweets.
+The log keeps runs of the few-shot path from before few_shot.pick_best_step=false, when it
+exported its best-scoring step, as method `few-shot-best-step` (same splits, so their accuracy
+compares with the last step's run for run).
 Every run is appended to --log (results/calibration.jsonl) and skipped when rerun, so two
 processes can split the data sets; prints a line per run and per setting over the whole log, and
 a JSON last line; writes results/calibration.md.

@@ -247,6 +247,30 @@ def test_sentence_pairs_and_a_large_validation_set(tiny_model, tmp_path):
     assert set(predicted[0]["scores"]) == set(names) and predicted[0]["label"] in names
 
 
+@pytest.mark.parametrize("pick_best_step", [False, True])
+def test_a_validation_file_scores_the_last_step_unless_asked_to_pick(
+    tiny_model, tmp_path, pick_best_step
+):
+    train = write_csv(tmp_path / "train.csv", balanced_rows(8, seed=1))
+    validation = write_csv(tmp_path / "validation.csv", balanced_rows(10, seed=2))
+    argv = train_args(
+        tiny_model,
+        train,
+        tmp_path / "run",
+        f"data.validation={validation}",
+        f"few_shot.pick_best_step={str(pick_best_step).lower()}",
+    )
+    assert main(argv) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    steps = metrics["train"]["optimizer_steps"]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    evaluated = [r["step"] for r in map(json.loads, lines) if "validation" in r]
+    if pick_best_step:  # 2 batches an epoch, 4 evaluations asked for: every step
+        assert evaluated == list(range(1, steps + 1))
+    else:
+        assert evaluated == [steps] and metrics["best_step"] == steps
+
+
 def test_resume_is_exact(run, tmp_path):
     """From an epoch-end checkpoint before the end, the run ends with the same weights."""
     resume_from_first_checkpoint(run, tmp_path / "run")
