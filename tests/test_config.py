@@ -215,6 +215,7 @@ def test_several_validation_problems_are_reported_together():
         ("train.learning_rate=-1", "train.learning_rate must be > 0"),
         ("train.max_steps=0", "train.max_steps must be > 0"),
         ("few_shot.probe_c=0", "few_shot.probe_c must be > 0"),
+        ("train.evals_per_epoch=-1", "train.evals_per_epoch must be >= 0, got -1"),
         ("few_shot.label_name_template=about", "few_shot.label_name_template must hold {}"),
         ("train.warmup_ratio=1", "train.warmup_ratio must be in [0, 1)"),
         ("train.weight_decay=-0.1", "train.weight_decay and train.max_grad_norm must be >= 0"),

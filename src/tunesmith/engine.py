@@ -99,7 +99,7 @@ class Run:
     eval_collate: Callable
     steps_per_epoch: int
     total_steps: int
-    eval_interval: int  # optimizer steps between evaluations
+    eval_interval: int | None  # optimizer steps between evaluations; None: the last step only
     precision: str
     precision_reason: str
 
@@ -333,7 +333,9 @@ def build(cfg: Config, fresh: bool) -> Run:
         f"{accelerator.num_processes} process(es){engine}; "
         f"{total_steps} optimizer steps",
     )
-    eval_interval = t.eval_every_steps or math.ceil(steps_per_epoch / t.evals_per_epoch)
+    eval_interval = t.eval_every_steps or (
+        math.ceil(steps_per_epoch / t.evals_per_epoch) if t.evals_per_epoch else None
+    )
     return Run(
         cfg,
         accelerator,
@@ -469,7 +471,7 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> Evalua
                     progress.epoch, progress.micro_in_epoch = progress.epoch + 1, 0
                 last_step = progress.step == run.total_steps
                 evaluate_now = run.data.validation is not None and (
-                    last_step or progress.step % run.eval_interval == 0
+                    last_step or (run.eval_interval and progress.step % run.eval_interval == 0)
                 )
                 record: dict = {}
                 if progress.step % t.logging_steps == 0 or evaluate_now:
@@ -670,8 +672,8 @@ def finish(
         _require_finite(evaluation, progress)
         # What the task learns from validation after training (multi-label thresholds, a
         # temperature): the test split, the export, predict and serve use it.
-        task = run.data.task = task.fitted(validation, evaluation)
-        evaluation = task.fold_into(unwrapped, validation, evaluation)
+        task, evaluation = task.fitted(validation, evaluation, unwrapped)
+        run.data.task = task
     test = run.evaluate(run.data.test) if run.data.test is not None else None
     result: dict = {"metric_for_best": run.metric}
     if evaluation is None:  # nothing held out: the last step's weights are exported

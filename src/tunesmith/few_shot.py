@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -113,15 +112,13 @@ def train_settings(t: TrainConfig, settings: FewShotConfig) -> TrainConfig:
     layer trained (freezing saves time on large data only), validation at the last step only
     unless few_shot.pick_best_step or train.eval_every_steps says otherwise; train.max_steps
     still stops it."""
-    last_step_only = not settings.pick_best_step and t.eval_every_steps is None
     return dataclasses.replace(
         t,
         epochs=settings.epochs,
         learning_rate=settings.learning_rate,
         micro_batch_size=settings.batch_size,
         freeze_layers=t.freeze_layers or 0,
-        # an interval no run reaches: the last step is always evaluated
-        eval_every_steps=sys.maxsize if last_step_only else t.eval_every_steps,
+        evals_per_epoch=t.evals_per_epoch if settings.pick_best_step else 0,
     )
 
 

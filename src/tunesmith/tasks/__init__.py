@@ -78,11 +78,9 @@ class Task(Protocol):
 
     def plots(self, ds: Dataset, evaluation: Evaluation, output_dir: Path) -> None: ...
 
-    def fitted(self, ds: Dataset, evaluation: Evaluation) -> Task: ...
-
-    def fold_into(
-        self, model: torch.nn.Module, ds: Dataset, evaluation: Evaluation
-    ) -> Evaluation: ...
+    def fitted(
+        self, ds: Dataset, evaluation: Evaluation, model: torch.nn.Module
+    ) -> tuple[Task, Evaluation]: ...
 
 
 __all__ = ["LabelSpec", "LanguageModeling", "SequenceClassification", "Task"]

@@ -229,7 +229,7 @@ class SequenceClassification:
     label_format: dict[str, Any] | None = None
     # Single-label: fit a temperature on validation after training (train.temperature_scaling).
     temperature_scaling: bool = False
-    # The fitted temperature, folded into the output layer before test, export and serving.
+    # The fitted temperature, already divided into the output layer's weights.
     temperature: float | None = None
 
     # Unless train.freeze_word_embeddings says otherwise: the step is faster, accuracy the same.
@@ -399,36 +399,32 @@ class SequenceClassification:
     def multi(self) -> bool:
         return self.labels.kind == "multi_label"
 
-    def fitted(self, ds: Dataset, evaluation: Evaluation) -> SequenceClassification:
-        """After training, from `ds` (validation), kept for test, the export, predict and serve:
-        multi-label thresholds; single-label, a temperature for the probabilities."""
+    def fitted(
+        self, ds: Dataset, evaluation: Evaluation, model: torch.nn.Module
+    ) -> tuple[SequenceClassification, Evaluation]:
+        """After training, what `ds` (validation) teaches, kept for test, the export, predict
+        and serve, and `evaluation` as the model then gives it. Multi-label: each label's
+        threshold. Single-label: a temperature, divided into the output layer's weights, so the
+        exported folder gives calibrated probabilities in `pipeline` too; the same labels and
+        scores, the calibration error on the rows that fitted it beside the one before."""
         labels = np.asarray(ds["labels"])
         if self.multi:
             tuned = metrics.tune_thresholds(_sigmoid(evaluation.logits), labels)
-            return dataclasses.replace(self, thresholds=tuple(float(t) for t in tuned))
+            return dataclasses.replace(self, thresholds=tuple(float(t) for t in tuned)), evaluation
         enough_rows = len(labels) >= MIN_ROWS_FOR_TEMPERATURE
-        if self.labels.kind == "classification" and self.temperature_scaling and enough_rows:
-            temperature = metrics.fit_temperature(evaluation.logits, labels)
-            return dataclasses.replace(self, temperature=temperature)
-        return self
-
-    def fold_into(self, model: torch.nn.Module, ds: Dataset, evaluation: Evaluation) -> Evaluation:
-        """Put the fitted temperature into the output layer's weights, so the exported folder
-        gives calibrated probabilities in `pipeline` too; `evaluation` as the model now gives
-        it (the same labels and scores; the calibration error measured on the rows that fitted
-        the temperature, beside the one before)."""
-        if self.temperature is None:
-            return evaluation
-        scale_output_layer(model, 1.0 / self.temperature, len(self.labels.names))
-        logits = evaluation.logits / self.temperature
+        if self.labels.kind != "classification" or not self.temperature_scaling or not enough_rows:
+            return self, evaluation
+        temperature = metrics.fit_temperature(evaluation.logits, labels)
+        scale_output_layer(model, 1.0 / temperature, len(self.labels.names))
+        logits = evaluation.logits / temperature
         probabilities = torch.softmax(torch.from_numpy(logits), -1).numpy()
-        labels = np.asarray(ds["labels"])
         details = {
             "calibration_error": metrics.calibration_error(probabilities, labels),
             "calibration_error_before_temperature": evaluation.details["calibration_error"],
-            "temperature": round(self.temperature, 4),
+            "temperature": round(temperature, 4),
         }
-        return dataclasses.replace(evaluation, logits=logits, details=details)
+        fitted = dataclasses.replace(self, temperature=temperature)
+        return fitted, dataclasses.replace(evaluation, logits=logits, details=details)
 
     def _thresholds(self, probabilities: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         if self.thresholds is not None:

@@ -245,13 +245,11 @@ class LanguageModeling:
     def summary(self, tokenized: dict[str, Dataset]) -> dict[str, Any]:
         return {"labels": []}
 
-    def fitted(self, ds: Dataset, evaluation: Evaluation) -> LanguageModeling:
+    def fitted(
+        self, ds: Dataset, evaluation: Evaluation, model: torch.nn.Module
+    ) -> tuple[LanguageModeling, Evaluation]:
         """Nothing to learn from validation after training."""
-        return self
-
-    def fold_into(self, model: torch.nn.Module, ds: Dataset, evaluation: Evaluation) -> Evaluation:
-        """Nothing learned, so nothing to fold into the weights."""
-        return evaluation
+        return self, evaluation
 
     def combine(self, shares: list[tuple[float, int]], ds: Dataset) -> Evaluation:
         scores = language_model_metrics(sum(s for s, _ in shares), sum(n for _, n in shares))
