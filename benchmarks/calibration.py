@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 from pathlib import Path
 
 import few_shot  # benchmarks/few_shot.py, beside this script: the data and the samples
@@ -32,12 +31,8 @@ import numpy as np
 import pandas as pd
 import results
 import torch
-from sklearn.metrics import log_loss
 
 import tunesmith.tasks.classification as classification
-from tunesmith.api import train
-from tunesmith.metrics import calibration_error
-from tunesmith.predict import Predictor
 
 TEST_ROWS = 2000
 SETTINGS = [("few-shot", 8, 4), ("few-shot", 8, 16), ("few-shot", 8, 64), ("fine-tune", 256, 64)]
@@ -60,30 +55,19 @@ def splits(name: str, n: int, v: int, seed: int) -> tuple[pd.DataFrame, ...]:
 
 def run(name: str, method: str, n: int, v: int, seed: int) -> dict:
     rows, validation, test = splits(name, n, v, seed)
-    with tempfile.TemporaryDirectory() as root:
-        for split, frame in (("train", rows), ("validation", validation)):
-            path = f"{root}/{split}.jsonl"
-            frame[["text", "label"]].to_json(path, orient="records", lines=True, force_ascii=False)
-        result = train(
-            {"model": few_shot.MODEL, "output_dir": f"{root}/run",
-             "data": {"train": f"{root}/train.jsonl", "validation": f"{root}/validation.jsonl"},
-             "train": {"seed": seed, "method": method}}
-        )  # fmt: skip
-        predicted = Predictor(f"{root}/run").predict_texts(test["text"].tolist())
-    temperature = result["validation_details"]["temperature"]
-    classes = list(predicted[0]["scores"])
-    scaled = np.array([[p["scores"][c] for c in classes] for p in predicted], dtype=np.float64)
-    scaled /= scaled.sum(-1, keepdims=True)  # float32 scores, renormalized for log_loss
+    scored = few_shot.run_tunesmith(rows, test, n, seed, method, validation=validation)
+    temperature = scored.result["validation_details"]["temperature"]
     # log softmax(z / T) * T = z - const per row, so its softmax is softmax(z): T undone
-    unscaled = torch.softmax(torch.from_numpy(np.log(scaled) * temperature), -1).numpy()
-    target = np.array([classes.index(label) for label in test["label"]])
-    every = range(len(classes))
+    log_scaled = np.log(scored.probabilities.astype(np.float64))
+    unscaled = torch.softmax(torch.from_numpy(log_scaled * temperature), -1).numpy()
+    truth = test["label"].tolist()
+    with_t = few_shot.scores(truth, scored)
+    without = few_shot.scores(truth, scored._replace(probabilities=unscaled))
     return {
         "data": name, "method": method, "n": n, "v": v, "seed": seed,
-        "accuracy": float((scaled.argmax(-1) == target).mean()), "temperature": temperature,
-        "ece_before": calibration_error(unscaled, target), "ece": calibration_error(scaled, target),
-        "log_loss_before": log_loss(target, unscaled, labels=every),
-        "log_loss": log_loss(target, scaled, labels=every),
+        "accuracy": with_t["accuracy"], "temperature": temperature,
+        "ece_before": without["ece"], "ece": with_t["ece"],
+        "log_loss_before": without["log_loss"], "log_loss": with_t["log_loss"],
     }  # fmt: skip
 
 

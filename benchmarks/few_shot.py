@@ -79,12 +79,13 @@ def sample(pool: pd.DataFrame, test: pd.DataFrame, n: int, seed: int):
 
 class Scored(NamedTuple):
     """An arm's test predictions: a label per row, every class's probability per row (columns
-    in `classes` order), and the training call's wall time."""
+    in `classes` order), the training call's wall time, and tunesmith's result (metrics.json)."""
 
     labels: list
     probabilities: np.ndarray
     classes: list
     wall_s: float
+    result: dict | None = None
 
 
 def run_setfit(train: pd.DataFrame, test: pd.DataFrame, n: int, seed: int) -> Scored:
@@ -114,24 +115,30 @@ def run_tunesmith(
     seed: int,
     method: str = "auto",
     few_shot: dict | None = None,
+    validation: pd.DataFrame | None = None,
 ) -> Scored:
     from tunesmith.api import train as tunesmith_train
     from tunesmith.predict import Predictor
 
     with tempfile.TemporaryDirectory() as root:
-        # JSON Lines: tweets hold bare carriage returns, which a CSV writer leaves unquoted.
-        path = Path(root) / "train.jsonl"
-        train[["text", "label"]].to_json(path, orient="records", lines=True, force_ascii=False)
+        files = {}
+        for split, rows in (("train", train), ("validation", validation)):
+            if rows is not None:
+                # JSON Lines: tweets hold bare carriage returns, which a CSV writer leaves unquoted.
+                files[split] = f"{root}/{split}.jsonl"
+                rows[["text", "label"]].to_json(
+                    files[split], orient="records", lines=True, force_ascii=False
+                )
         start = time.perf_counter()
-        tunesmith_train(
-            {"model": MODEL, "output_dir": f"{root}/run", "data": {"train": str(path)},
+        result = tunesmith_train(
+            {"model": MODEL, "output_dir": f"{root}/run", "data": files,
              "train": {"seed": seed, "method": method}, "few_shot": few_shot or {}}
         )  # fmt: skip
         wall = time.perf_counter() - start
         predictions = Predictor(f"{root}/run").predict_texts(test["text"].tolist())
         classes = list(predictions[0]["scores"])
         probabilities = np.array([[p["scores"][c] for c in classes] for p in predictions])
-        return Scored([p["label"] for p in predictions], probabilities, classes, wall)
+        return Scored([p["label"] for p in predictions], probabilities, classes, wall, result)
 
 
 # fine-tune and few-shot: tunesmith with train.method forced, to find where few-shot stops winning.

@@ -63,7 +63,7 @@ def test_the_temperature_changes_probabilities_not_labels(runs):
     assert details["calibration_error_before_temperature"] == pytest.approx(
         unscaled["validation_details"]["calibration_error"], abs=1e-6
     )
-    # fitted on these rows, so it can only help them
+    # T minimizes these rows' log loss; their calibration error falls with it
     assert details["calibration_error"] <= details["calibration_error_before_temperature"]
     meta = json.loads((runs[True] / "model" / "tunesmith.json").read_text())
     assert meta["temperature_folded_into_weights"] == pytest.approx(temperature, abs=1e-4)

@@ -155,8 +155,8 @@ def freeze(model: torch.nn.Module, word_embeddings: bool, layers: int) -> None:
 def scale_output_layer(model: torch.nn.Module, factor: float, width: int) -> None:
     """Multiply the output layer (the last linear layer with `width` outputs, e.g. BERT's
     `classifier`, RoBERTa's `classifier.out_proj`) by `factor`, and so the logits."""
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    output = [m for m in layers if m.out_features == width][-1]
+    linear = (m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    output = [m for m in linear if m.out_features == width][-1]
     with torch.no_grad():
         output.weight.mul_(factor)
         if output.bias is not None:
