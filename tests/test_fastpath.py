@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import score_tolerance
 from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
@@ -17,10 +18,15 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from tunesmith import hardware
+from tunesmith import hardware, kernels
 from tunesmith.batching import TokenBudgetBatchSampler, padding_share
 from tunesmith.errors import UserError
-from tunesmith.kernels import FastDropout, compute_pooled_position_only, use_fast_dropout
+from tunesmith.kernels import (
+    FastDropout,
+    compute_pooled_position_only,
+    train_attention_core_in_fp32,
+    use_fast_dropout,
+)
 from tunesmith.models import load_sequence_classifier
 
 
@@ -106,6 +112,55 @@ def test_pooled_position_only_leaves_other_models_alone(tiny_model) -> None:
     assert not compute_pooled_position_only(eager)
     loaded = load_sequence_classifier(str(tiny_model), None, num_labels=2)
     assert "_first_position" in loaded.base_model.encoder.layer[-1].forward.__name__
+
+
+def test_a_bf16_training_step_takes_the_attention_core_in_fp32_and_nothing_else_changes(
+    monkeypatch, tmp_path
+) -> None:
+    torch.manual_seed(0)
+    plain = BertForSequenceClassification(BertConfig(**SMALL, num_labels=3))
+    switched = BertForSequenceClassification(BertConfig(**SMALL, num_labels=3))
+    switched.load_state_dict(plain.state_dict())
+    for model in (plain, switched):
+        compute_pooled_position_only(model)
+    assert train_attention_core_in_fp32(switched)
+    # Frozen as tunesmith freezes: the embeddings with the bottom layer, which needs no backward.
+    for frozen in (switched.bert.embeddings, switched.bert.encoder.layer[0]):
+        frozen.requires_grad_(False)
+    cores = []
+    spied = kernels.sdpa_attention_forward
+    monkeypatch.setattr(
+        kernels,
+        "sdpa_attention_forward",
+        lambda module, query, *args, **kwargs: (
+            cores.append(query.dtype) or spied(module, query, *args, **kwargs)
+        ),
+    )
+    input_ids = torch.randint(5, 50, (4, 9))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 6:] = 0
+    labels = torch.tensor([0, 1, 2, 0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = switched.train()(input_ids, attention_mask, labels=labels).loss
+    loss.backward()
+    assert cores == [torch.bfloat16, torch.float32, torch.float32]  # the last: position 0 alone
+    # Against fp32 everywhere: as close as bf16 projections allow.
+    reference = plain.train()(input_ids, attention_mask, labels=labels).loss
+    reference.backward()
+    assert loss.item() == pytest.approx(reference.item(), abs=score_tolerance("bf16"))
+    bf16_eps = torch.finfo(torch.bfloat16).eps
+    for (name, a), b in zip(plain.named_parameters(), switched.parameters(), strict=True):
+        if b.grad is not None:
+            # (+1e-6: a key bias has no gradient in exact arithmetic, only rounding.)
+            assert (b.grad - a.grad).norm() <= 4 * bf16_eps * a.grad.norm() + 1e-6, name
+    # Inference passes straight through to SDPA, and the export names no implementation of ours.
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = [m.eval()(input_ids, attention_mask).logits for m in (plain, switched)]
+    assert torch.equal(*logits)
+    switched.save_pretrained(tmp_path)
+    assert "sdpa_fp32" not in (tmp_path / "config.json").read_text()
+    eager = BertForSequenceClassification(BertConfig(**SMALL, attn_implementation="eager"))
+    assert not train_attention_core_in_fp32(eager)
 
 
 def test_attention_dropout_replaces_the_checkpoint_rate(tiny_model) -> None:

@@ -32,7 +32,7 @@ from tunesmith.batching import TokenBudgetBatchSampler, padding_share
 from tunesmith.config import Config, TrainConfig, config_to_dict, save_config
 from tunesmith.errors import Interrupted, UserError
 from tunesmith.inference import model_inputs
-from tunesmith.kernels import use_fast_dropout
+from tunesmith.kernels import train_attention_core_in_fp32, use_fast_dropout
 from tunesmith.metrics import Evaluation
 from tunesmith.models import add_lora, freeze, layer_count, load_tokenizer
 from tunesmith.optim import build_optimizer, build_scheduler
@@ -280,6 +280,8 @@ def build(cfg: Config, fresh: bool) -> Run:
         )
     if accelerator.device.type == "cpu":
         use_fast_dropout(model)
+        if precision == "bf16":
+            train_attention_core_in_fp32(base)
     if accelerator.is_main_process and fresh:
         checkpoint.prepare_output_dir(Path(cfg.output_dir))
         save_config(cfg, Path(cfg.output_dir) / runfolder.CONFIG)
