@@ -271,6 +271,11 @@ def main() -> None:
     parser.add_argument(
         "--train-rows", type=int, help="the first N training rows, for quick checks"
     )
+    parser.add_argument(
+        "--name",
+        default="train_speed",
+        help="results/NAME.md (one per CPU kind: the figures differ by kind)",
+    )
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--target", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -347,7 +352,7 @@ def main() -> None:
             f"reached {reach['accuracy']:.4f}): {summary['time_to_accuracy_ratio']:.2f}x"
         )
     log(json.dumps(summary))
-    print(log.save("train_speed", "Training speed: course recipe, fastest Trainer, tunesmith"))
+    print(log.save(args.name, "Training speed: course recipe, fastest Trainer, tunesmith"))
 
 
 if __name__ == "__main__":
