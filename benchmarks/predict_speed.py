@@ -93,6 +93,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="builtin:minilm-l6")
     parser.add_argument("--rows", type=int, help="at most this many rows")
+    parser.add_argument(
+        "--name",
+        default="predict_speed",
+        help="results/NAME.md (one per CPU kind: the figures differ by kind)",
+    )
     args = parser.parse_args()
     log = results.Transcript()
 
@@ -148,7 +153,7 @@ def main() -> None:
             summary[key] = summary[ours]["samples_per_s"] / summary[name]["samples_per_s"]
             log(f"{ours} / {name}: {summary[key]:.2f}x")
     log(json.dumps(summary))
-    print(log.save("predict_speed", "Prediction speed: pipeline, Trainer.predict and tunesmith"))
+    print(log.save(args.name, "Prediction speed: pipeline, Trainer.predict and tunesmith"))
 
 
 if __name__ == "__main__":
