@@ -93,11 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="builtin:minilm-l6")
     parser.add_argument("--rows", type=int, help="at most this many rows")
-    parser.add_argument(
-        "--name",
-        default="predict_speed",
-        help="results/NAME.md (one per CPU kind: the figures differ by kind)",
-    )
+    parser.add_argument("--name", default="predict_speed", help="results/NAME.md, one per CPU kind")
     args = parser.parse_args()
     log = results.Transcript()
 

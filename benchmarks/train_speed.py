@@ -271,11 +271,7 @@ def main() -> None:
     parser.add_argument(
         "--train-rows", type=int, help="the first N training rows, for quick checks"
     )
-    parser.add_argument(
-        "--name",
-        default="train_speed",
-        help="results/NAME.md (one per CPU kind: the figures differ by kind)",
-    )
+    parser.add_argument("--name", default="train_speed", help="results/NAME.md, one per CPU kind")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--target", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -13,13 +13,13 @@ so the same Bernoulli mask (keep probability rounded to 1/65536) costs about hal
 kernel is already fused, so GPUs keep `nn.Dropout`.
 
 `train_attention_core_in_fp32`: in a bf16 training step on a CPU, PyTorch's fused attention
-(`scaled_dot_product_attention`, its flash kernel) runs the backward 3-11x slower in bf16 than in
-fp32 on MiniLM's shapes (Intel Xeon with AMX, 2 cores: 9.3 ms against 1.95 ms for 10 rows of 50
-tokens, forward and backward, casts included), and the forward no faster. Where a backward will
-run, the attention core (softmax(QK^T/sqrt(d))V, not its projections) takes fp32 copies of Q, K
-and V: bf16 training on MRPC ran 1.23-1.34x the samples/s, and the core computes as in fp32
-(benchmarks/README.md, "Training speed on a CPU with native bf16"; the AMD Zen 4 kind is not
-measured).
+(`scaled_dot_product_attention`, its flash kernel) runs forward and backward 1.6-11x slower in
+bf16 than in fp32 on MiniLM's shapes (Intel Xeon with AMX, 2 cores, casts included: 9.3 ms
+against 1.95 ms for 10 rows of 50 tokens, 5.6 against 3.5 for 2 of 256); the forward alone is no
+faster. Where a backward will run, the attention core (softmax(QK^T/sqrt(d))V, not its
+projections) takes fp32 copies of Q, K and V: bf16 training on MRPC ran 1.23-1.34x the samples/s,
+and the core computes as in fp32 (benchmarks/README.md, "Training speed on a CPU with native
+bf16"; the AMD Zen 4 kind is not measured).
 """
 
 from __future__ import annotations
@@ -95,12 +95,10 @@ def _sdpa_with_fp32_training_core(
     attention_mask: torch.Tensor | None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA attention, with the core in fp32 where its input is bf16 and a backward
-    will run through it (frozen layers and inference keep bf16)."""
-    if query.dtype != torch.bfloat16 or not query.requires_grad:
+    """transformers' SDPA attention, with the core in fp32 where a backward will run through it
+    (frozen layers and inference keep their precision). Its masks are sdpa_mask's: boolean."""
+    if not query.requires_grad:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    if attention_mask is not None and attention_mask.is_floating_point():
-        attention_mask = attention_mask.float()
     # Autocast lists SDPA among its bf16 operations and would cast the copies straight back.
     with torch.autocast(query.device.type, enabled=False):
         context, weights = sdpa_attention_forward(
