@@ -146,7 +146,8 @@ class TrainConfig:
 class LanguageModelConfig:
     # masked-lm: share of tokens to predict (80% of them become the mask token, 10% random).
     mlm_probability: float = 0.15
-    # masked-lm: pick whole words, so every piece of a chosen word is masked together.
+    # masked-lm: pick whole words, so every piece of a chosen word is masked together (all of
+    # them become the mask token: transformers has no random replacement for whole words).
     whole_word_masking: bool = False
     # masked-lm: concatenate rows and cut them into data.max_length blocks (the course's way);
     # false: one sample per row, truncated.

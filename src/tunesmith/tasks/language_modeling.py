@@ -150,6 +150,9 @@ class LanguageModeling:
     def _masker(
         self, tokenizer: PreTrainedTokenizerBase, pad_multiple: int, seed: int | None
     ) -> _WordOffsetsPadded:
+        # Whole words are always replaced by the mask token (transformers has no random
+        # replacement for them); asking for it says so instead of warning at every collator.
+        replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0}
         return _WordOffsetsPadded(
             DataCollatorForLanguageModeling(
                 tokenizer,
@@ -157,6 +160,7 @@ class LanguageModeling:
                 whole_word_mask=self.settings.whole_word_masking,
                 pad_to_multiple_of=pad_multiple,
                 seed=seed,
+                **(replace if self.settings.whole_word_masking else {}),
             )
         )
 
