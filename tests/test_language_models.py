@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -198,7 +199,10 @@ def test_whole_word_masking_masks_every_piece_of_a_word(tmp_path):
     task = masked_task(whole_word_masking=True, mlm_probability=0.3, group_texts=False)
     ds = tokenized(task, tokenizer, ["the playing game played"] * 400)
     torch.manual_seed(0)
-    batch = task.train_collator(tokenizer, 1)([ds[i] for i in range(len(ds))])
+    with warnings.catch_warnings():  # it says how whole words are replaced instead of warning
+        warnings.simplefilter("error")
+        collate = task.train_collator(tokenizer, 1)
+    batch = collate([ds[i] for i in range(len(ds))])
     ids = tokenizer.convert_tokens_to_ids(["play", "##ing", "##ed"])
     chosen = batch["labels"] != IGNORE
     # "playing" is tokens 2-3 ([CLS] the play ##ing game play ##ed [SEP]); "played" is 5-6.
@@ -206,6 +210,8 @@ def test_whole_word_masking_masks_every_piece_of_a_word(tmp_path):
     assert ids[0] in ds[0]["input_ids"]
     assert torch.equal(chosen[:, 2], chosen[:, 3]) and torch.equal(chosen[:, 5], chosen[:, 6])
     assert 0.15 < chosen[:, 2].float().mean() < 0.45
+    # Every piece of a chosen word becomes the mask token: none kept, none replaced at random.
+    assert (batch["input_ids"][chosen] == tokenizer.mask_token_id).all()
 
 
 def test_perplexity_is_over_tokens_not_a_mean_of_batch_means(tiny_model):
