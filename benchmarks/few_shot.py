@@ -24,7 +24,8 @@ When tunesmith's defaults change, its old runs stay in the log under a suffixed 
 them beside the new ones.
 Each run also scores the calibration of its test probabilities (expected calibration error and
 log loss) and checks that their argmax is the label the arm predicted.
-Prints mean and std per arm and a JSON last line; writes the Markdown table beside the log
+Prints mean and std per arm, over the seeds that every arm of its data set and N ran (side by side
+means the same samples), and a JSON last line; writes the Markdown table beside the log
 (benchmarks/results/few_shot.md for the default log).
 """
 
@@ -62,19 +63,20 @@ def load(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     if name == "ag_news":
         rows = pd.read_csv(DATA / "ag_news" / "test.csv")
         return rows, rows
-    if name == "goemotions":  # many classes: the rows with a single label, 28 classes
-        pool, test = (
-            pd.read_json(DATA / "goemotions" / f"{split}.jsonl", lines=True)
-            for split in ("train", "test")
-        )
-        single = [rows[rows.labels.str.len() == 1] for rows in (pool, test)]
-        pool, test = (rows.assign(label=rows.labels.str[0])[["text", "label"]] for rows in single)
-        return pool, test
+    if name == "goemotions":
+        return single_label_goemotions("train"), single_label_goemotions("test")
     rows = pd.read_csv(corpus_path(), encoding_errors="replace")
     rows = rows.rename(columns={"sentiment": "label"})[["text", "label"]].dropna()
     halves = rows.sample(frac=1.0, random_state=0)
     middle = len(halves) // 2
     return halves.iloc[:middle], halves.iloc[middle:].iloc[:TWEETS_TEST_ROWS]
+
+
+def single_label_goemotions(split: str) -> pd.DataFrame:
+    """A GoEmotions split's rows that carry one label (28 classes: the many-class case)."""
+    rows = pd.read_json(DATA / "goemotions" / f"{split}.jsonl", lines=True)
+    rows = rows[rows.labels.str.len() == 1]
+    return pd.DataFrame({"text": rows.text, "label": rows.labels.str[0]})
 
 
 def sample(pool: pd.DataFrame, test: pd.DataFrame, n: int, seed: int):
@@ -230,7 +232,7 @@ def summarize(records: list[dict], args: argparse.Namespace) -> None:
     frame = pd.DataFrame(records)
     for column in ("ece", "log_loss"):  # runs logged before calibration was scored lack them
         frame[column] = frame.get(column, np.nan)
-    # Side by side means on the same samples: each (data, N) keeps the seeds all its arms ran.
+    # Side by side: each (data, N) keeps only the seeds that all its arms ran.
     arms_per_seed = frame.groupby(["data", "n", "seed"]).arm.transform("nunique")
     frame = frame[arms_per_seed == frame.groupby(["data", "n"]).arm.transform("nunique")]
     for (name, n, arm), group in frame.groupby(["data", "n", "arm"], sort=True):
