@@ -3,13 +3,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint format clean docs
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	# torch first and pinned: pip takes the CPU wheel on this machine's disk, not a CUDA build.
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# torch first, through constraints.txt's pin: pip takes the CPU wheel on this machine's disk,
+	# not a CUDA build (pyproject.toml states only the range the library supports).
+	$(PY) -m pip install -q -c constraints.txt torch
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -26,6 +27,20 @@ test: lint
 	$(PY) -m pytest -q && \
 	TUNESMITH_ASSUME_NATIVE_BF16=1 $(PY) -m pytest -q -m bf16 && \
 	echo "make test: both pytest passes took $$(( $$(date +%s) - start )) s"
+
+# The guide in docs/ as a static site in site/ (no web fonts or CDNs: it builds and reads offline).
+# First the config reference is regenerated from the config's field comments, and every relative
+# link is checked, anchors too (mkdocs cannot see the links to ../benchmarks/ outside docs/).
+# NO_MKDOCS_2_WARNING silences mkdocs-material's end-of-life banner, printed on every build.
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(PY) scripts/config_reference.py
+	$(PY) -m pytest -q tests/test_docs.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

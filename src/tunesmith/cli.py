@@ -49,8 +49,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     from tunesmith.runfolder import check_output_dir
 
     if args.help_config:
+        import textwrap
+
+        # Each doc wrapped under its key; whole words only, so `fine-tune` and keys stay intact.
+        wrap = textwrap.TextWrapper(100, "    ", "    ", break_long_words=False)
+        wrap.break_on_hyphens = False
         for key, (tp, doc, default) in config_module.field_docs().items():
-            print(f"{key} ({tp}, default {default!r}): {doc}")
+            print(f"{key} ({tp}, default {default!r})")
+            print(wrap.fill(doc))
         return
     path, overrides = None, list(args.items)
     if overrides and "=" not in overrides[0]:

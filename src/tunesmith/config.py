@@ -74,7 +74,8 @@ class TrainConfig:
     epochs: float = 3.0
     # Stop after this many optimizer steps; overrides epochs.
     max_steps: int | None = None
-    # Peak learning rate of AdamW (8e-5: measured on MRPC with the CPU defaults, benchmarks/).
+    # Peak learning rate of AdamW: above the course's 5e-5, which learnt less in one epoch with
+    # these token-budget batches and no more in three (see docs/defaults.md).
     learning_rate: float = 8e-5
     # Decoupled weight decay, not applied to biases and LayerNorm weights.
     weight_decay: float = 0.01
@@ -94,14 +95,13 @@ class TrainConfig:
     # Dropout on attention probabilities, replacing the model's own rate; 0 lets PyTorch run its
     # fused attention kernel (any dropout there forces the slow path); unset keeps the model's.
     attention_dropout: float | None = 0.0
-    # Keep the input word-embedding matrix fixed: half of MiniLM's weights, and updating it
-    # made CPU steps 3-19% slower in two runs, and MRPC accuracy did not drop (benchmarks/).
-    # Unset: fixed for classification, trained for language models (their output layer is it).
+    # Keep the input word-embedding matrix fixed: half of MiniLM's weights, so steps run faster,
+    # and classifiers were as accurate without training it (see docs/defaults.md). Unset: fixed for
+    # classification, trained for language models (their output layer is that matrix).
     freeze_word_embeddings: bool | None = None
-    # Also keep the other embeddings and the bottom N transformer layers fixed (the word
-    # embeddings follow freeze_word_embeddings): the backward pass then stops above them.
-    # Unset: the bottom third (2 of MiniLM's 6) when classifying on a CPU (1.3x the step rate,
-    # side by side; MRPC after 3 epochs as good: benchmarks/), else none.
+    # Also keep the other embeddings and the bottom N transformer layers fixed, so the backward pass
+    # stops above them. Unset: the bottom third when classifying on a CPU (faster steps at about the
+    # same accuracy, see docs/defaults.md), else none.
     freeze_layers: int | None = None
     # auto picks bf16 only where the hardware computes it natively, else fp32 (fp16 on old GPUs).
     precision: str = "auto"
@@ -125,11 +125,9 @@ class TrainConfig:
     # Token budget of an evaluation batch (evaluation sorts rows by length); unset: 2,048 on
     # CPUs, where a layer's activations then stay in cache, 8,192 on GPUs.
     eval_max_tokens_per_batch: int | None = None
-    # Single-label classification with at least 50 validation rows: after training, divide the
-    # logits by the temperature that fits validation best (folded into the output layer, so
-    # labels stay and `pipeline` gets the calibrated probabilities). At 8 rows per class the
-    # few-shot path's probabilities were too soft on AG News (log loss 16% lower with T) and
-    # sharp on the tweets; calibrated ones lose under 1% (benchmarks/README.md, Calibration).
+    # Single-label classifiers with 50+ validation rows: divide the logits by the temperature that
+    # fits validation best, folded into the output layer, so labels stay and scores become usable
+    # probabilities; it costs little where they were right already (see docs/calibration.md).
     temperature_scaling: bool = True
     # On a NaN/inf loss: stop (naming the step and rows) or skip that optimizer step and count it.
     on_nonfinite_loss: str = "stop"
@@ -176,10 +174,9 @@ class LoraConfig:
 
 @dataclass
 class FewShotConfig:
-    # train.method=auto takes the few-shot path up to this many training rows in the median
-    # class. Against fine-tune (benchmarks/README.md) it gains 5-32 points at 64 per class and
-    # 14 on emotion at 256; at 512, 4 on emotion and 0.5 on AG News (ahead on one seed of
-    # two) for 7-8x the time.
+    # train.method=auto takes the few-shot path up to this many training rows in the median class:
+    # below it the path beat fine-tuning clearly; above it the gain shrinks for several times the
+    # training time (see docs/defaults.md).
     max_rows_per_class: int = 256
     # Passes over the training rows end to end (few rows: many passes); replaces train.epochs.
     epochs: float = 10.0
@@ -189,25 +186,20 @@ class FewShotConfig:
     head_learning_rate: float = 5e-4
     # Rows per micro-batch; replaces the token budget (few rows fill few batches).
     batch_size: int = 16
-    # Inverse regularization strength (scikit-learn's C) of the logistic regression the head
-    # starts from. Below 1 the head starts with softer logits, so the end-to-end phase's loss
-    # and the encoder's gradient stay larger: at 8 rows per class 0.3 beat 1 by about a point
-    # on AG News and emotion (benchmarks/README.md); 10 cost emotion 8 points.
+    # Inverse regularization strength (scikit-learn's C) of the logistic regression the head starts
+    # from. Below 1 the head starts with softer logits, which leaves the end-to-end phase a loss and
+    # the encoder a gradient to learn from (see docs/defaults.md).
     probe_c: float = 0.3
-    # Each class's name joins the training rows this many times as a text of its own, when the
-    # names are words and the rows single texts: at 8 rows per class on emotion and AG News a
-    # sentence encoder's sense of the names adds points (benchmarks/few_shot.py). 0: never.
+    # Each class's name joins the training rows this many times as a text of its own, when the names
+    # are words and the rows single texts: a sentence encoder already knows what "joy" means, which
+    # is worth most when rows are few (see docs/few-labels.md). 0: never.
     label_name_rows: int = 4
-    # How each class name reads as a training row; {} is the name. "This text is about {}."
-    # tied with the bare name on the benchmark sets at 8 per class (benchmarks/README.md), so
-    # the default stays the name alone.
+    # How each class name reads as a training row; {} is the name, e.g. "This text is about {}.".
+    # A sentence did no better than the bare name on the benchmark sets, so the name is the default.
     label_name_template: str = "{}"
-    # With a validation file: evaluate during training and export the best-scoring step, as
-    # fine-tuning does. Off, only the last step is evaluated and exported: at 8 rows per class
-    # with 4-64 validation rows per class the last step scored 0.67 points more on average,
-    # ahead in 8 of 9 settings on AG News, emotion and the tweets (benchmarks/README.md,
-    # "Calibration"), and no evaluation runs at every step (30-50 of them at 8 per class).
-    # Off means train.evals_per_epoch=0 unless train.eval_every_steps is set.
+    # With a validation file, export the best-scoring step, not the last: on a few validation rows
+    # per class that score is mostly noise, and the last step did better (see docs/defaults.md).
+    # Off: train.evals_per_epoch=0 unless train.eval_every_steps is set.
     pick_best_step: bool = False
 
 
