@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from tunesmith.runfolder import (
     CHECKPOINTS,
     CONFIG,
+    DECISIONS,
     META_FILE,
     METRICS,
     METRICS_LOG,
@@ -36,7 +37,7 @@ from tunesmith.runfolder import (
 def prepare_output_dir(path: Path) -> None:
     """Clear an earlier run's files (checkpoints too) and create the folder; the caller has
     checked that they may go (runfolder.check_output_dir, or a resume that found nothing)."""
-    for name in (MODEL, METRICS, METRICS_LOG, CONFIG, "tensorboard", CHECKPOINTS):
+    for name in (MODEL, METRICS, METRICS_LOG, CONFIG, DECISIONS, "tensorboard", CHECKPOINTS):
         target = path / name
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     path.mkdir(parents=True, exist_ok=True)

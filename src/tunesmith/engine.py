@@ -86,7 +86,9 @@ class Progress:
 class Run:
     """What `build` makes once from the config and the loop works with."""
 
-    cfg: Config
+    cfg: Config  # as the user gave it; `train` holds the settings the method trains with
+    train: TrainConfig
+    setting_keys: dict[str, str]  # train field -> the config key that set it, where not train.*
     accelerator: Accelerator
     tokenizer: PreTrainedTokenizerBase
     data: PreparedData
@@ -119,7 +121,7 @@ class Run:
 
     @property
     def eval_max_tokens(self) -> int:
-        return eval_max_tokens(self.cfg.train, self.accelerator.device.type)
+        return eval_max_tokens(self.train, self.accelerator.device.type)
 
 
 def eval_max_tokens(t: TrainConfig, device_type: str) -> int:
@@ -241,9 +243,6 @@ def build(cfg: Config, fresh: bool) -> Run:
     # (8% of throughput on MiniLM) than the rounder shapes gained.
     pad_multiple = 1 if accelerator.device.type == "cpu" else 8
     if method.few_shot:
-        # The same check as before the rows split, for a layout that could not be read then.
-        if blocker := few_shot.blocked_by(cfg.lora.r, model):
-            raise UserError(f"train.method few-shot ({method.reason}): {blocker}")
         t = few_shot.train_settings(t, cfg.few_shot)
         few_shot.add_mean_pooling_layer(model)
         if fresh:  # a resumed run loads its head from the checkpoint
@@ -338,24 +337,60 @@ def build(cfg: Config, fresh: bool) -> Run:
     eval_interval = t.eval_every_steps or (
         math.ceil(steps_per_epoch / t.evals_per_epoch) if t.evals_per_epoch else None
     )
-    return Run(
-        cfg,
-        accelerator,
-        tokenizer,
-        prepared,
-        metric,
-        model,
-        optimizer,
-        scheduler,
-        sampler,
-        train_loader,
-        task.eval_collator(tokenizer, pad_multiple),
-        steps_per_epoch,
-        total_steps,
-        eval_interval,
-        precision,
-        precision_reason,
+    run = Run(
+        cfg=cfg,
+        train=t,
+        setting_keys=few_shot.SETTING_KEYS if method.few_shot else {},
+        accelerator=accelerator,
+        tokenizer=tokenizer,
+        data=prepared,
+        metric=metric,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        sampler=sampler,
+        train_loader=train_loader,
+        eval_collate=task.eval_collator(tokenizer, pad_multiple),
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        eval_interval=eval_interval,
+        precision=precision,
+        precision_reason=precision_reason,
     )
+    if accelerator.is_main_process and fresh:
+        record_decisions(run, frozen, batch, pad_multiple)
+    return run
+
+
+def record_decisions(run: Run, frozen: str, batch: str, pad_multiple: int) -> None:
+    """decisions.json: what this run decided from the data and the hardware, in one place."""
+    data, cfg = run.data, run.cfg
+    decisions = {
+        "task": data.task.meta(),  # kind, columns, label format (as the export records them)
+        "labels": data.summary.get("labels", []),
+        "method": {"name": data.method.name, "reason": data.method.reason},
+        # The settings training ran with: the method's own replace some of train.*.
+        "train": dataclasses.asdict(run.train),
+        "train_settings_set_by": run.setting_keys,
+        "metric_for_best": run.metric,
+        "validation": data.validation_source,
+        "samples": {
+            "train": cfg.data.max_train_samples,
+            "validation": cfg.data.max_validation_samples,
+            "seed": cfg.train.seed,
+        },
+        "rows": data.summary["rows"],
+        "max_length": cfg.data.max_length,
+        "truncated_rows": data.summary["truncated_rows"],
+        "precision": {"name": run.precision, "reason": run.precision_reason},
+        "frozen": frozen,
+        "micro_batch": batch,
+        "pad_to_multiple_of": pad_multiple,
+        "eval_max_tokens_per_batch": run.eval_max_tokens,
+        "optimizer_steps": run.total_steps,
+        "eval_every_steps": run.eval_interval,
+    }
+    checkpoint.write_json(run.output_dir / runfolder.DECISIONS, decisions)
 
 
 def _frozen_parts(t: TrainConfig, task: Task, layer_count: int, on_cpu: bool) -> tuple[bool, int]:
@@ -428,7 +463,7 @@ def fit(run: Run, progress: Progress, log: tracking.MetricsLog | None) -> Evalua
     """The training loop: micro-batches accumulate into optimizer steps; logging, evaluation and
     checkpoints happen on optimizer-step boundaries only. Returns the last evaluation when it
     was the best and no step followed it: the exported model's, which finish need not redo."""
-    t, accelerator, model, optimizer = run.cfg.train, run.accelerator, run.model, run.optimizer
+    t, accelerator, model, optimizer = run.train, run.accelerator, run.model, run.optimizer
     every = run.cfg.checkpoint.every_steps
     running_loss, running_steps, done = 0.0, 0, False
     final: Evaluation | None = None
@@ -613,7 +648,7 @@ def _sizes(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
 
 
 def _target_reached(run: Run, progress: Progress) -> bool:
-    target = run.cfg.train.stop_at_metric
+    target = run.train.stop_at_metric
     if target is None or progress.best_value is None:
         return False
     return not metrics.is_better(run.metric, target, progress.best_value)
@@ -625,9 +660,10 @@ def _agreed(accelerator: Accelerator, signum: int) -> bool:
 
 
 def _out_of_memory_message(run: Run, progress: Progress) -> str:
-    t = run.cfg.train
+    t = run.train
     budget = (
-        f"train.micro_batch_size (now {t.micro_batch_size})"
+        f"{run.setting_keys.get('micro_batch_size', 'train.micro_batch_size')} "
+        f"(now {t.micro_batch_size})"
         if t.micro_batch_size
         else f"train.max_tokens_per_batch (now {t.max_tokens_per_batch})"
     )
@@ -730,6 +766,10 @@ def finish(
         if getattr(unwrapped.config, "use_cache", None) is False:
             unwrapped.config.use_cache = True  # generation from the exported folder uses it
         checkpoint.export_model(unwrapped, run.tokenizer, output_dir / runfolder.MODEL, meta)
+        # What validation taught the task after training (thresholds, a temperature) joins the
+        # decisions made before it.
+        decisions = runfolder.read_decisions(output_dir)
+        checkpoint.write_json(output_dir / runfolder.DECISIONS, {**decisions, "task": task.meta()})
         tracking.plot_training_curves(log.records, run.metric, output_dir / "training_curves.png")
         if evaluation is not None:
             task.plots(validation, evaluation, output_dir)

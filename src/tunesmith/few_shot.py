@@ -107,6 +107,15 @@ def names_are_words(names: Sequence[str]) -> bool:
     )
 
 
+# The train settings the few-shot path replaces, and the keys a user sets them with instead.
+SETTING_KEYS = {
+    "epochs": "few_shot.epochs",
+    "learning_rate": "few_shot.learning_rate",
+    "micro_batch_size": "few_shot.batch_size",
+    "evals_per_epoch": "few_shot.pick_best_step",
+}
+
+
 def train_settings(t: TrainConfig, settings: FewShotConfig) -> TrainConfig:
     """The end-to-end phase's schedule: many passes over few rows, small fixed batches, every
     layer trained (freezing saves time on large data only), validation at the last step only

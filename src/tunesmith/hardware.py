@@ -128,6 +128,12 @@ class Placement:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtypes[self.precision])
 
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        """`model` on the device, its linear layers quantized first when the precision is int8."""
+        if self.precision == "int8":
+            quantize_int8(model)
+        return model.to(self.device)
+
     def announce(self) -> None:
         """One stderr line naming the choice and why (stdout may carry predictions)."""
         print(
@@ -136,13 +142,17 @@ class Placement:
         )
 
 
-def inference_placement(requested: str) -> Placement:
+def inference_placement(requested: str, not_quantizable: str | None = None) -> Placement:
     """The GPU when there is one, else the CPU, in the precision training would pick there (a
     GPU's bf16 or fp16; bf16 on CPUs that compute it natively; else fp32) unless `requested`
-    names one."""
+    names one. int8 quantizes classifiers on CPUs: `not_quantizable` names any other model
+    ("MODEL: a causal-lm model"), which then refuses it."""
     if requested not in INFERENCE_PRECISIONS:
         raise UserError(f"precision {requested!r}: use one of {', '.join(INFERENCE_PRECISIONS)}")
     use_cuda = torch.cuda.is_available()
+    if requested == "int8" and not_quantizable:
+        model, _, what = not_quantizable.rpartition(": ")
+        raise UserError(f"{model}: precision int8 quantizes classifiers, not {what}")
     if requested == "int8":
         if use_cuda:
             raise UserError(
@@ -156,3 +166,21 @@ def inference_placement(requested: str) -> Placement:
         return Placement(torch.device("cpu"), "int8", reason)
     precision, reason = choose_precision(requested, use_cuda)
     return Placement(torch.device("cuda" if use_cuda else "cpu"), precision, reason)
+
+
+def quantize_int8(model: torch.nn.Module) -> None:
+    """Dynamic int8 quantization of every nn.Linear, in place: int8 weights once (a scale per
+    output channel), activations quantized per batch, for speed on CPUs without native bf16
+    (benchmarks/README.md measures the speed and what it costs in accuracy)."""
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated for torchao, whose CPU int8 path (torchao 0.18,
+        # Int8DynamicActivationInt8WeightConfig) ran many times slower than this one here.
+        warnings.simplefilter("ignore")
+        # A scale per output channel, not per matrix: the latter lost more accuracy on MRPC.
+        quantize_dynamic(
+            model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
+        )

@@ -16,32 +16,13 @@ from datasets import Dataset
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
 from tunesmith import data, hardware
-from tunesmith.config import LANGUAGE_MODEL_TASKS, DataConfig
+from tunesmith.config import DataConfig
 from tunesmith.errors import UserError
 from tunesmith.inference import infer_logits
 from tunesmith.models import load_sequence_classifier
 from tunesmith.runfolder import read_meta, resolve_model_dir
-from tunesmith.tasks import LabelSpec, SequenceClassification
+from tunesmith.tasks import LabelSpec, SequenceClassification, inference_command
 from tunesmith.tasks.classification import encode_split
-
-
-def quantize_int8(model: torch.nn.Module) -> None:
-    """Dynamic int8 quantization of every nn.Linear, in place: int8 weights once (a scale per
-    output channel), activations quantized per batch. On 2 AVX2 cores MiniLM predicted ~1.5x
-    faster; the logits move (benchmarks/README.md measures what that costs in accuracy)."""
-    import warnings
-
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    with warnings.catch_warnings():
-        # torch.ao.quantization is deprecated for torchao, whose CPU int8 path (torchao 0.18,
-        # Int8DynamicActivationInt8WeightConfig) ran many times slower than this one here.
-        warnings.simplefilter("ignore")
-        # A scale per output channel: on one MRPC model a scale per matrix cost 2.9 points of
-        # validation accuracy, per channel 1.0 (2.0 on another).
-        quantize_dynamic(
-            model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
-        )
 
 
 class Predictor:
@@ -53,30 +34,16 @@ class Predictor:
         self.model_dir = resolve_model_dir(model_path)
         self.meta = read_meta(self.model_dir)
         task = self.meta.get("task")
-        if task in LANGUAGE_MODEL_TASKS:
-            use = "fill-mask" if task == "masked-lm" else "generate"
+        if (command := inference_command(task)) != "predict":
             raise UserError(
-                f"{self.model_dir}: a {task} model labels nothing; use tunesmith {use} with it"
+                f"{self.model_dir}: a {task} model labels nothing; use tunesmith {command} with it"
             )
         self.placement = hardware.inference_placement(precision)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         # The loader training uses, so prediction gets the same last-layer cut.
-        self.model = load_sequence_classifier(str(self.model_dir)).eval()
-        if self.placement.precision == "int8":
-            quantize_int8(self.model)
-        self.model.to(self.placement.device)
-        config = self.model.config
-        if config.problem_type == "regression":
-            self.labels = LabelSpec("regression")
-        else:
-            names = tuple(config.id2label[i] for i in range(config.num_labels))
-            multi = config.problem_type == "multi_label_classification"
-            self.labels = LabelSpec("multi_label" if multi else "classification", names)
-        # Multi-label: the thresholds tuned on validation (0.5 for a folder without them, never
-        # tuned on the data being evaluated) and how the labels were given, for evaluate.
-        thresholds = self.meta.get("thresholds") or dict.fromkeys(self.labels.names, 0.5)
-        multi = self.labels.kind == "multi_label"
-        self.thresholds = tuple(thresholds[n] for n in self.labels.names) if multi else None
+        self.model = self.placement.place(load_sequence_classifier(str(self.model_dir)).eval())
+        self.labels = LabelSpec.of_export(self.model.config, self.meta)
+        self.thresholds = SequenceClassification.exported_thresholds(self.labels, self.meta)
         self.label_format = DataConfig(
             label_delimiter=self.meta.get("label_delimiter"),
             label_columns=self.meta.get("label_columns"),
@@ -192,8 +159,10 @@ class FillMasker:
         from transformers import pipeline
 
         self.model_dir = resolve_model_dir(model_path)
-        self.meta = _meta_of_task(self.model_dir, "masked-lm", "fill-mask", precision)
-        self.placement = hardware.inference_placement(precision)
+        self.meta = _meta_of_task(self.model_dir, "masked-lm", "fill-mask")
+        self.placement = hardware.inference_placement(
+            precision, f"{self.model_dir}: a masked-lm model"
+        )
         self.pipeline = pipeline(
             "fill-mask", model=str(self.model_dir), device=self.placement.device
         )
@@ -222,11 +191,14 @@ class Generator:
         from transformers import AutoModelForCausalLM
 
         self.model_dir = resolve_model_dir(model_path)
-        self.meta = _meta_of_task(self.model_dir, "causal-lm", "generate", precision)
-        self.placement = hardware.inference_placement(precision)
+        self.meta = _meta_of_task(self.model_dir, "causal-lm", "generate")
+        self.placement = hardware.inference_placement(
+            precision, f"{self.model_dir}: a causal-lm model"
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir).eval()
-        self.model.to(self.placement.device)
+        self.model = self.placement.place(
+            AutoModelForCausalLM.from_pretrained(self.model_dir).eval()
+        )
 
     def __call__(
         self,
@@ -265,15 +237,13 @@ class Generator:
         return tokenizer.decode(new_tokens, skip_special_tokens=True)
 
 
-def _meta_of_task(model_dir: Path, task: str, command: str, precision: str) -> dict:
+def _meta_of_task(model_dir: Path, task: str, command: str) -> dict:
     """The folder's tunesmith.json, refusing a folder tunesmith trained for another task (a
-    classifier would load with a fresh, random language-model head) and int8, which quantizes
-    classifiers only. Other folders are taken as they are."""
+    classifier would load with a fresh, random language-model head). Other folders are taken as
+    they are."""
     meta = read_meta(model_dir)
     if meta.get("task", task) != task:
         raise UserError(f"{model_dir}: a {meta['task']} model; {command} needs a {task} model")
-    if precision == "int8":
-        raise UserError(f"{model_dir}: precision int8 quantizes classifiers, not a {task} model")
     return meta
 
 
@@ -282,8 +252,5 @@ def load_for_serving(
 ) -> Predictor | FillMasker | Generator:
     """The inference object that fits the exported model's task."""
     task = read_meta(resolve_model_dir(model_path)).get("task")
-    if task == "masked-lm":
-        return FillMasker(model_path, precision)
-    if task == "causal-lm":
-        return Generator(model_path, precision)
-    return Predictor(model_path, precision=precision)
+    answers = {"predict": Predictor, "fill-mask": FillMasker, "generate": Generator}
+    return answers[inference_command(task)](model_path, precision)

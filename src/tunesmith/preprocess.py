@@ -33,6 +33,7 @@ class PreparedData:
     validation: Dataset | None  # None: few-shot without a validation file
     test: Dataset | None
     summary: dict
+    validation_source: dict  # where validation came from (decisions.json)
 
 
 def default_cache_dir() -> Path:
@@ -73,27 +74,32 @@ def tokenize_cached(
     return tokenized, hit
 
 
-def task_splits(cfg: Config) -> tuple[dict[str, Dataset], Task, Method]:
+@dataclass
+class TaskSplits:
+    splits: dict[str, Dataset]  # raw rows with a `labels` column (classification)
+    task: Task
+    method: Method
+    validation: dict  # where validation came from, for decisions.json
+
+
+def task_splits(cfg: Config, recorded: Method | None = None) -> TaskSplits:
     """Raw files -> the task's checked columns (and labels) -> the training method -> held-out
-    validation -> samples -> (few-shot) class names as extra training rows. Training and the
-    run report both call this, so they always see the same rows."""
+    validation -> samples -> (few-shot) class names as extra training rows. Training decides the
+    method; the run report passes the one training `recorded`, so both see the same rows."""
     d = cfg.data
     splits = data.load_splits(d)
     sources = {name: getattr(d, name) or f"data.dataset={d.dataset}[{name}]" for name in splits}
     kind = LanguageModeling if cfg.task in LANGUAGE_MODEL_TASKS else SequenceClassification
     splits, task = kind.from_splits(splits, sources, cfg)
-    class_rows, blocker = [], None
-    if task.kind == "classification":
-        # The rows training would see without a hold-out: data.max_train_samples applied.
-        sampled = _sampled(splits["train"], d.max_train_samples, cfg.train.seed)
-        class_rows = list(np.bincount(sampled["labels"], minlength=len(task.labels.names)))
-        if cfg.train.method != few_shot.FINE_TUNE:  # only auto and few-shot ask what blocks it
-            blocker = few_shot.blocked_by(cfg.lora.r, models.classifier_layout(cfg.model))
-    method = few_shot.choose_method(cfg.train.method, task.kind, class_rows, cfg.few_shot, blocker)
+    method = recorded or _choose_method(cfg, splits["train"], task)
     # A few rows per class are all needed for training; a validation set of a handful would
     # only pick the exported step by noise, so few-shot holds none out.
     hold_out = not method.few_shot
-    splits = _held_out_and_sampled(splits, d, cfg.train.seed, task.stratify_column, hold_out)
+    given = "validation" in splits
+    splits, stratified_by = _held_out_and_sampled(
+        splits, d, cfg.train.seed, task.stratify_column, hold_out
+    )
+    validation = _validation_source(d, given, hold_out, cfg.train.seed, stratified_by)
     copies = cfg.few_shot.label_name_rows
     # method.few_shot implies single-label classification, so the task has class names.
     if (
@@ -109,28 +115,59 @@ def task_splits(cfg: Config) -> tuple[dict[str, Dataset], Task, Method]:
             copies,
             cfg.few_shot.label_name_template,
         )
-        reason = f"{method.reason}; each class name joins the training rows {copies} times"
-        method = dataclasses.replace(method, reason=reason)
-    return splits, task, method
+        if recorded is None:
+            reason = f"{method.reason}; each class name joins the training rows {copies} times"
+            method = dataclasses.replace(method, reason=reason)
+    return TaskSplits(splits, task, method, validation)
+
+
+def _validation_source(
+    d: DataConfig, given: bool, hold_out: bool, seed: int, stratified_by: str | None
+) -> dict:
+    if given:
+        return {"source": d.validation or f"data.dataset={d.dataset}[validation]"}
+    if not hold_out:
+        return {"source": None, "why": "few-shot holds no rows out of a few per class"}
+    return {
+        "source": "held out of train",
+        "fraction": d.validation_fraction,
+        "seed": seed,
+        "stratified_by": stratified_by,
+    }
+
+
+def _choose_method(cfg: Config, train: Dataset, task: Task) -> Method:
+    """train.method resolved against the training rows, the model's layout and LoRA."""
+    class_rows, blocker = [], None
+    if task.kind == "classification":
+        # The rows training would see without a hold-out: data.max_train_samples applied.
+        sampled = _sampled(train, cfg.data.max_train_samples, cfg.train.seed)
+        class_rows = list(np.bincount(sampled["labels"], minlength=len(task.labels.names)))
+        if cfg.train.method != few_shot.FINE_TUNE:  # only auto and few-shot ask what blocks it
+            blocker = few_shot.blocked_by(cfg.lora.r, models.classifier_layout(cfg.model))
+    return few_shot.choose_method(cfg.train.method, task.kind, class_rows, cfg.few_shot, blocker)
 
 
 def _held_out_and_sampled(
     splits: dict[str, Dataset], d: DataConfig, seed: int, stratify: str | None, hold_out: bool
-) -> dict[str, Dataset]:
+) -> tuple[dict[str, Dataset], str | None]:
     """Validation held out of train when missing and `hold_out` (seeded), then the sample
-    limits applied."""
+    limits applied; and the column the hold-out kept the balance of, if any."""
+    kept_balance_of = None
     if "validation" not in splits and hold_out:
+        kept_balance_of = stratify
         try:
             held = splits["train"].train_test_split(
                 test_size=d.validation_fraction, seed=seed, stratify_by_column=stratify
             )
         except ValueError:  # a class too rare to stratify: fall back to a plain seeded split
             held = splits["train"].train_test_split(test_size=d.validation_fraction, seed=seed)
+            kept_balance_of = None
         splits["train"], splits["validation"] = held["train"], held["test"]
     for name, limit in (("train", d.max_train_samples), ("validation", d.max_validation_samples)):
         if name in splits:
             splits[name] = _sampled(splits[name], limit, seed)
-    return splits
+    return splits, kept_balance_of
 
 
 def _sampled(ds: Dataset, limit: int | None, seed: int) -> Dataset:
@@ -145,7 +182,8 @@ def prepare_data(
 ) -> PreparedData:
     """Splits, tokenized through the on-disk cache, plus a summary for metrics.json."""
     d = cfg.data
-    splits, task, method = task_splits(cfg)
+    made = task_splits(cfg)
+    splits, task, method = made.splits, made.task, made.method
     task.prepare_tokenizer(tokenizer)
     cache_dir = Path(d.cache_dir or default_cache_dir() / "tokenized").expanduser()
     tokenized, hits = {}, []
@@ -187,4 +225,5 @@ def prepare_data(
         tokenized.get("validation"),
         tokenized.get("test"),
         summary,
+        made.validation,
     )

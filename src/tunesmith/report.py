@@ -24,7 +24,7 @@ import yaml
 
 from tunesmith import metrics
 from tunesmith.errors import UserError
-from tunesmith.runfolder import CONFIG, METRICS, METRICS_LOG, read_log
+from tunesmith.runfolder import CONFIG, METRICS, METRICS_LOG, read_decisions, read_log
 
 # torch, transformers, datasets, matplotlib and scikit-learn are imported inside the report's
 # functions: `tunesmith runs` only reads JSON files and should answer at once, not in 10 s.
@@ -78,8 +78,10 @@ class Splits:
 
 
 def load_splits(run: Run) -> Splits:
-    """The run's labelled splits, made by the very function training used."""
+    """The run's labelled splits, made by the very function training used, with the method
+    training recorded (deciding it again could pick another and so other validation rows)."""
     from tunesmith.config import Config, DataConfig, FewShotConfig, TrainConfig
+    from tunesmith.few_shot import Method
     from tunesmith.preprocess import task_splits
 
     # Field by field, not through config validation: a run's config.yaml stays readable when
@@ -89,11 +91,7 @@ def load_splits(run: Run) -> Splits:
         return cls(**{k: v for k, v in run.config.get(section, {}).items() if k in names})
 
     t = run.config.get("train", {})
-    train = TrainConfig(
-        seed=t.get("seed", TrainConfig.seed),
-        class_weights=t.get("class_weights"),
-        method=t.get("method", TrainConfig.method),  # few-shot holds no validation out
-    )
+    train = TrainConfig(seed=t.get("seed", TrainConfig.seed), class_weights=t.get("class_weights"))
     cfg = Config(
         task=run.config.get("task", "auto"),
         label_names=run.config.get("label_names"),
@@ -101,9 +99,11 @@ def load_splits(run: Run) -> Splits:
         train=train,
         few_shot=known(FewShotConfig, "few_shot"),
     )
-    splits, task, _ = task_splits(cfg)
-    kept = {n: splits[n] for n in ("train", "validation", "test") if n in splits}
-    return Splits(kept, task.columns)
+    # Runs from before decisions.json recorded their method in metrics.json alone.
+    method = read_decisions(run.path).get("method") or run.metrics.get("data", {}).get("method")
+    made = task_splits(cfg, Method(**method) if method else None)
+    kept = {n: made.splits[n] for n in ("train", "validation", "test") if n in made.splits}
+    return Splits(kept, made.task.columns)
 
 
 class Figures:
@@ -607,13 +607,12 @@ def score(predictor: Any, splits: Splits, names: list[str] | None = None) -> Sco
     validation = splits.datasets["validation"]
     logits = predictor.logits(validation, splits.columns)[:, order].astype(np.float64)
     labels = np.asarray(validation["labels"])
-    if predictor.labels.kind == "multi_label":
-        probabilities = 1.0 / (1.0 + np.exp(-logits))
+    task = predictor.task(splits.columns)
+    probabilities = task.probabilities(logits)
+    if task.multi:
         thresholds = np.asarray(predictor.thresholds)[order]
         predictions = (probabilities >= thresholds).astype(int)
         return Scored(names, labels.astype(int), probabilities, predictions, thresholds)
-    shifted = np.exp(logits - logits.max(-1, keepdims=True))
-    probabilities = shifted / shifted.sum(-1, keepdims=True)
     return Scored(names, labels, probabilities, probabilities.argmax(-1), None)
 
 

@@ -4,7 +4,7 @@ Torch-free on purpose: the CLI checks an `output_dir` or a model folder with it 
 imports (torch, transformers, datasets take seconds), so a mistyped path is answered at once.
 
     output_dir/  model/ (+ tunesmith.json)  metrics.json (written last: finished)
-                 metrics.jsonl  config.yaml
+                 metrics.jsonl  config.yaml  decisions.json
                  checkpoints/step-NNNNNNNN/  checkpoints/best.safetensors
 """
 
@@ -22,6 +22,9 @@ MODEL = "model"
 METRICS = "metrics.json"  # written last: its presence means the run finished
 METRICS_LOG = "metrics.jsonl"
 CONFIG = "config.yaml"
+# What training decided from the data and the hardware, written as it is decided; evaluate,
+# predict, serve and report read it instead of deciding again (engine.decisions lists the keys).
+DECISIONS = "decisions.json"
 CHECKPOINTS = "checkpoints"
 STEP_PREFIX = "step-"
 META_FILE = "tunesmith.json"  # in model/: how the exported model was trained
@@ -94,6 +97,12 @@ def read_meta(model_dir: Path) -> dict:
     """The exported model's tunesmith.json (task, columns, max_length); {} for other folders."""
     meta_path = model_dir / META_FILE
     return json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+
+
+def read_decisions(run_dir: Path) -> dict:
+    """The run's decisions.json; {} for a run made before runs recorded their decisions."""
+    path = run_dir / DECISIONS
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 @dataclass(frozen=True)

@@ -83,4 +83,25 @@ class Task(Protocol):
     ) -> tuple[Task, Evaluation]: ...
 
 
-__all__ = ["LabelSpec", "LanguageModeling", "SequenceClassification", "Task"]
+# The command that answers with a model of each task: classifiers and regressors label rows.
+INFERENCE_COMMANDS = {"masked-lm": "fill-mask", "causal-lm": "generate"}
+
+
+def inference_command(task: str | None) -> str:
+    """predict, fill-mask or generate: what a model trained for `task` answers (a folder from
+    elsewhere, with no task recorded, is taken for a classifier)."""
+    return INFERENCE_COMMANDS.get(task or "", "predict")
+
+
+def is_language_model(task: str | None) -> bool:
+    return task in INFERENCE_COMMANDS
+
+
+__all__ = [
+    "LabelSpec",
+    "LanguageModeling",
+    "SequenceClassification",
+    "Task",
+    "inference_command",
+    "is_language_model",
+]

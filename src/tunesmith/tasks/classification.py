@@ -44,6 +44,27 @@ class LabelSpec:
     def id2label(self) -> dict[int, str]:
         return {0: "score"} if self.kind == "regression" else dict(enumerate(self.names))
 
+    @property
+    def has_classes(self) -> bool:
+        """Whether texts go into named classes (single- or multi-label), as opposed to a score."""
+        return self.kind != "regression"
+
+    @classmethod
+    def of_export(cls, model_config: Any, meta: dict[str, Any]) -> LabelSpec:
+        """An exported classifier's labels: the kind its tunesmith.json records, or for a folder
+        from elsewhere the one its config's problem_type implies."""
+        kind = meta.get("task")
+        if kind not in LABEL_KINDS:
+            problem = model_config.problem_type
+            kind = {"regression": "regression", "multi_label_classification": "multi_label"}
+            kind = kind.get(problem, "classification")
+        if kind == "regression":
+            return cls(kind)
+        return cls(kind, tuple(model_config.id2label[i] for i in range(model_config.num_labels)))
+
+
+LABEL_KINDS = ("classification", "multi_label", "regression")
+
 
 def _reject_empty_labels(values: list, column: str, source: str) -> None:
     missing = [
@@ -240,6 +261,15 @@ class SequenceClassification:
     cuts_into_blocks = False  # one sample per row: a row at max_length was truncated
     evaluate_before_training = False  # a fresh head scores chance; the majority class says more
     peft_task_type = "SEQ_CLS"  # peft then trains the fresh head fully, beside the adapters
+
+    @staticmethod
+    def exported_thresholds(labels: LabelSpec, meta: dict[str, Any]) -> tuple[float, ...] | None:
+        """Multi-label: the thresholds tuned on validation that tunesmith.json holds (0.5 for a
+        folder without them, never tuned on the data being predicted); None otherwise."""
+        if labels.kind != "multi_label":
+            return None
+        thresholds = meta.get("thresholds") or dict.fromkeys(labels.names, 0.5)
+        return tuple(thresholds[n] for n in labels.names)
 
     @classmethod
     def from_splits(
@@ -520,8 +550,8 @@ class SequenceClassification:
         if self.labels.kind == "regression":
             return [{"label": float(v), "scores": {"score": float(v)}} for v in logits.reshape(-1)]
         names = self.labels.names
+        probabilities = self.probabilities(logits)
         if self.multi:
-            probabilities = _sigmoid(logits)
             chosen = probabilities >= self._thresholds(probabilities, None)
             return [
                 {
@@ -530,15 +560,21 @@ class SequenceClassification:
                 }
                 for p, row in zip(probabilities, chosen, strict=True)
             ]
-        shifted = logits - logits.max(-1, keepdims=True)
-        probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
         return [
             {
                 "label": names[int(p.argmax())],
                 "scores": {n: float(x) for n, x in zip(names, p, strict=True)},
             }
-            for p in probs
+            for p in probabilities
         ]
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Rows x classes: each label's sigmoid (multi-label, in float64) or the softmax over the
+        classes (in the logits' dtype)."""
+        if self.multi:
+            return _sigmoid(logits)
+        shifted = np.exp(logits - logits.max(-1, keepdims=True))
+        return shifted / shifted.sum(-1, keepdims=True)
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
