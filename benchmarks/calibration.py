@@ -32,7 +32,7 @@ import pandas as pd
 import results
 import torch
 
-import tunesmith.tasks.classification as classification
+import tunesmith.tasks.label_kinds as label_kinds
 
 TEST_ROWS = 2000
 SETTINGS = [("few-shot", 8, 4), ("few-shot", 8, 16), ("few-shot", 8, 64), ("fine-tune", 256, 64)]
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--log", type=Path, default=results.RESULTS / "calibration.jsonl")
     args = parser.parse_args()
-    classification.MIN_ROWS_FOR_TEMPERATURE = 0  # see the docstring
+    label_kinds.MIN_ROWS_FOR_TEMPERATURE = 0  # see the docstring
     lines = args.log.read_text(encoding="utf-8").splitlines() if args.log.exists() else []
     records = [json.loads(line) for line in lines]
     key = ("data", "method", "n", "v", "seed")

@@ -20,7 +20,7 @@ from sklearn.metrics import recall_score
 
 from tunesmith.api import train
 from tunesmith.demo import _data
-from tunesmith.predict import Predictor
+from tunesmith.infer import Predictor
 from tunesmith.report import load_run, load_splits
 
 

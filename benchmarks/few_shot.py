@@ -130,7 +130,7 @@ def run_tunesmith(
     validation: pd.DataFrame | None = None,
 ) -> Scored:
     from tunesmith.api import train as tunesmith_train
-    from tunesmith.predict import Predictor
+    from tunesmith.infer import Predictor
 
     with tempfile.TemporaryDirectory() as root:
         files = {}

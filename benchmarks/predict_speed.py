@@ -28,7 +28,7 @@ from serve_load import classifier_folder  # benchmarks/ is on sys.path when run 
 from train_speed import MRPC, generated_pairs
 
 if TYPE_CHECKING:
-    from tunesmith.predict import Predictor
+    from tunesmith.infer import Predictor
 
 
 def pipeline_arm(folder: str, first: list[str], second: list[str]) -> Callable[[], np.ndarray]:
@@ -103,7 +103,7 @@ def main() -> None:
     import transformers
 
     from tunesmith import hardware
-    from tunesmith.predict import Predictor
+    from tunesmith.infer import Predictor
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()

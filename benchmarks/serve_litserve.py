@@ -21,7 +21,7 @@ from fastapi import HTTPException
 
 
 class ClassifierAPI(ls.LitAPI):
-    """`tunesmith.predict.Predictor` behind LitServe; one text per request, batched by LitServe."""
+    """`tunesmith.infer.Predictor` behind LitServe; one text per request, batched by LitServe."""
 
     def __init__(self, model_dir: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -32,7 +32,7 @@ class ClassifierAPI(ls.LitAPI):
         import datasets
         import transformers
 
-        from tunesmith.predict import Predictor
+        from tunesmith.infer import Predictor
 
         datasets.disable_progress_bars()  # else every batch draws a tokenizing bar in the log
         datasets.logging.set_verbosity_error()

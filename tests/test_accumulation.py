@@ -27,11 +27,11 @@ from transformers import (
     GPT2LMHeadModel,
 )
 
-from tunesmith import engine
 from tunesmith.config import LanguageModelConfig
 from tunesmith.data import Columns
 from tunesmith.tasks import LabelSpec, LanguageModeling, SequenceClassification
 from tunesmith.tasks.language_modeling import IGNORE
+from tunesmith.training import loop
 
 
 def classification_case(tiny_model: Path):
@@ -93,7 +93,7 @@ def test_unequal_micro_batches_give_the_gradient_of_one_batch(case, tiny_model):
 
     def window_gradients(window: list[dict]) -> tuple[float, dict[str, torch.Tensor]]:
         model.zero_grad(set_to_none=True)
-        loss, nonfinite = engine.accumulate_window(accelerator, model, task, window)
+        loss, nonfinite = loop.accumulate_window(accelerator, model, task, window)
         assert nonfinite is None
         return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -158,7 +158,7 @@ GRADIENT_WORKER = """
 import json, os, sys
 import torch
 from accelerate import Accelerator
-from tunesmith import engine
+from tunesmith.training import loop
 
 sys.path.insert(0, sys.argv[2])
 from test_accumulation import classification_case
@@ -171,7 +171,7 @@ single.load_state_dict(ddp.module.state_dict())
 single(**batch).loss.backward()
 cuts = [(0, 3), (3, 4)] if accelerator.process_index == 0 else [(4, 5), (5, 8)]
 window = [{k: v[a:b] for k, v in batch.items()} for a, b in cuts]
-loss, nonfinite = engine.accumulate_window(accelerator, ddp, task, window)
+loss, nonfinite = loop.accumulate_window(accelerator, ddp, task, window)
 distance = max(
     (p.grad - q.grad).abs().max().item()
     for p, q in zip(ddp.module.parameters(), single.parameters(), strict=True)

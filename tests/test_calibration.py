@@ -14,9 +14,9 @@ from test_few_shot import balanced_rows, train_args
 from transformers import pipeline
 
 from tunesmith.cli import main
+from tunesmith.infer import Predictor
 from tunesmith.metrics import fit_temperature
-from tunesmith.predict import Predictor
-from tunesmith.tasks.classification import MIN_ROWS_FOR_TEMPERATURE
+from tunesmith.tasks.label_kinds import MIN_ROWS_FOR_TEMPERATURE
 
 
 @pytest.mark.parametrize("true_temperature", [0.5, 2.5])

@@ -13,7 +13,7 @@ from tunesmith.cli import main
 from tunesmith.data import Columns
 from tunesmith.errors import UserError
 from tunesmith.tasks import LabelSpec, SequenceClassification
-from tunesmith.tasks.classification import class_weights
+from tunesmith.tasks.labels import class_weights
 
 CLASSES = LabelSpec("classification", ("negative", "neutral", "positive"))
 

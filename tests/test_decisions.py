@@ -74,7 +74,7 @@ def test_out_of_memory_names_the_setting_the_method_trains_with(
     """The few-shot path's micro-batch is few_shot.batch_size: lowering train.* would not help."""
     import torch
 
-    from tunesmith import engine
+    from tunesmith.training import engine
 
     def out_of_memory(*_):
         raise torch.OutOfMemoryError("simulated")

@@ -10,8 +10,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 
 from tunesmith.cli import main
 from tunesmith.data import read_table
+from tunesmith.infer import Predictor
 from tunesmith.inference import infer_logits
-from tunesmith.predict import Predictor
 
 
 @pytest.mark.parametrize("method", ["fine-tune", "few-shot"])

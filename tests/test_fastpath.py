@@ -239,9 +239,9 @@ def test_the_bf16_path_can_be_taken_on_any_cpu(monkeypatch):
 def test_unset_freeze_layers_fixes_the_bottom_third_only_when_classifying_on_a_cpu():
     from tunesmith.config import LanguageModelConfig, TrainConfig
     from tunesmith.data import Columns
-    from tunesmith.engine import _frozen_parts
     from tunesmith.tasks import LabelSpec, SequenceClassification
     from tunesmith.tasks.language_modeling import LanguageModeling
+    from tunesmith.training.setup import _frozen_parts
 
     classify = SequenceClassification(Columns("text", None, "label"), LabelSpec("classification"))
     adapt = LanguageModeling("masked-lm", Columns("text", None, None), LanguageModelConfig())

@@ -30,13 +30,13 @@ from transformers import (
     pipeline,
 )
 
-from tunesmith import few_shot, models
+from tunesmith import models
 from tunesmith.cli import main
 from tunesmith.config import FewShotConfig
 from tunesmith.data import Columns
 from tunesmith.errors import UserError
-from tunesmith.predict import Predictor
-from tunesmith.tasks import LabelSpec, SequenceClassification
+from tunesmith.infer import Predictor
+from tunesmith.tasks import LabelSpec, SequenceClassification, few_shot
 
 
 def balanced_rows(per_class: int, seed: int) -> list[dict]:

@@ -13,7 +13,7 @@ from tunesmith.config import DataConfig
 from tunesmith.data import Columns, detect_columns, read_table
 from tunesmith.errors import UserError
 from tunesmith.tasks import LabelSpec, SequenceClassification
-from tunesmith.tasks.classification import encode_labels, infer_labels
+from tunesmith.tasks.labels import encode_labels, infer_labels
 
 SINGLE = Columns(text="text", text_pair=None, label="label")
 

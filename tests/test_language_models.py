@@ -321,7 +321,7 @@ def test_causal_lm_learns_and_generates(tiny_gpt2, tmp_path, capsys):
 
 
 def test_lora_classifier_exports_a_merged_plain_model(tiny_model, sentiment_csv, tmp_path):
-    from tunesmith.predict import Predictor
+    from tunesmith.infer import Predictor
 
     train_file, validation_file = sentiment_csv
     out = tmp_path / "lora"
@@ -359,8 +359,8 @@ def test_lora_causal_lm_can_export_the_adapter_alone(tiny_llama, tmp_path, capsy
 def test_serve_answers_fill_mask_and_generate_for_language_models(tiny_model, tiny_gpt2, tmp_path):
     from test_serve import Server
 
-    from tunesmith.predict import FillMasker, Generator, load_for_serving
-    from tunesmith.serve import create_app
+    from tunesmith.infer import FillMasker, Generator, load_for_serving
+    from tunesmith.infer.serve import create_app
 
     train_file, _ = text_files(tmp_path)
     for task, model in (("masked-lm", tiny_model), ("causal-lm", tiny_gpt2)):
@@ -437,7 +437,7 @@ def test_lora_settings_that_would_export_a_broken_model_are_refused():
 
 def test_language_model_commands_refuse_a_classifier(tiny_model, sentiment_csv, tmp_path):
     from tunesmith.errors import UserError
-    from tunesmith.predict import FillMasker
+    from tunesmith.infer import FillMasker
 
     train_file, validation_file = sentiment_csv
     out = tmp_path / "classifier"

@@ -16,7 +16,7 @@ from datasets.table import MemoryMappedTable
 from tunesmith.config import DataConfig
 from tunesmith.data import Columns, detect_columns, read_table
 from tunesmith.errors import UserError
-from tunesmith.tasks.classification import infer_labels
+from tunesmith.tasks.labels import infer_labels
 
 
 def user_error(fn, *args, **kwargs) -> str:

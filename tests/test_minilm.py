@@ -10,7 +10,7 @@ from conftest import pair_rows, score_tolerance, write_csv
 from transformers import pipeline
 
 from tunesmith.cli import main
-from tunesmith.predict import Predictor
+from tunesmith.infer import Predictor
 
 MRPC = Path(__file__).resolve().parents[2] / "shared" / "data" / "mrpc"
 

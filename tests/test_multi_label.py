@@ -24,9 +24,9 @@ from transformers import pipeline
 from tunesmith.cli import main
 from tunesmith.config import DataConfig
 from tunesmith.errors import UserError
+from tunesmith.infer import Predictor
+from tunesmith.infer.serve import create_app
 from tunesmith.metrics import tune_thresholds
-from tunesmith.predict import Predictor
-from tunesmith.serve import create_app
 from tunesmith.tasks.multi_label import label_sets
 
 

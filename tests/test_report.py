@@ -17,7 +17,7 @@ from sklearn.metrics import recall_score
 
 from tunesmith.cli import main
 from tunesmith.errors import UserError
-from tunesmith.predict import Predictor
+from tunesmith.infer import Predictor
 from tunesmith.report import SECTIONS, write_report
 
 HEADINGS = list(SECTIONS.values())

@@ -20,8 +20,10 @@ from conftest import FILLER, NEGATIVE, POSITIVE, own_caches, sentiment_rows, wri
 from tunesmith import hardware
 from tunesmith.cli import build_parser, main
 from tunesmith.errors import UserError
-from tunesmith.predict import Predictor
-from tunesmith.serve import MAX_BODY_BYTES, MAX_INPUTS, MAX_TEXT_CHARS, MicroBatcher, create_app
+from tunesmith.infer import Predictor
+from tunesmith.infer.serve import ServeSettings, create_app
+from tunesmith.infer.serve.batching import MicroBatcher
+from tunesmith.infer.serve.limits import MAX_BODY_BYTES, MAX_INPUTS, MAX_TEXT_CHARS
 
 # No proxy from the environment may stand between the tests and 127.0.0.1.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -99,7 +101,7 @@ class Recorder:
 def server(run_dir) -> Iterator[tuple[Server, Recorder]]:
     predictor = Predictor(run_dir)
     recorder = Recorder(predictor)
-    with Server(create_app(predictor, max_batch_size=32, max_wait_ms=5)) as s:
+    with Server(create_app(predictor, ServeSettings(max_batch_size=32, max_wait_ms=5))) as s:
         yield s, recorder
 
 
@@ -246,7 +248,7 @@ def test_no_batching_runs_every_request_alone(run_dir, reference):
     predictor = Predictor(run_dir)
     recorder = Recorder(predictor)
     batch = texts(8)
-    with Server(create_app(predictor, batching=False)) as s:
+    with Server(create_app(predictor, ServeSettings(batching=False))) as s:
         assert s.request("GET", "/info")[1]["max_batch_size"] == 1
         with ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(lambda t: s.predict([{"text": t}]), batch))
@@ -293,6 +295,6 @@ def test_serve_command(tmp_path, capsys):
 
 def test_create_app_refuses_bad_settings(reference):
     with pytest.raises(UserError, match="max-batch-size"):
-        create_app(reference, max_batch_size=0)
+        create_app(reference, ServeSettings(max_batch_size=0))
     with pytest.raises(UserError, match="max-wait-ms"):
-        create_app(reference, max_wait_ms=-1)
+        create_app(reference, ServeSettings(max_wait_ms=-1))

@@ -110,7 +110,7 @@ def test_exported_model_agrees_with_pipeline_and_predict(learned, tmp_path, caps
 
     # int8 (every linear layer quantized) and bf16 (emulated here, still correct): the same
     # labels on this easy data; the choice is named on stderr
-    from tunesmith.predict import Predictor
+    from tunesmith.infer import Predictor
 
     for precision in ("int8", "bf16"):
         argv = ["evaluate", str(out), "--data", str(validation), "--precision", precision]
@@ -145,7 +145,7 @@ def test_sentence_pairs_get_token_type_ids(tiny_model, pair_csv, tmp_path):
         "text_pair": "sentence2",
         "label": "label",
     }
-    from tunesmith.predict import Predictor
+    from tunesmith.infer import Predictor
 
     predictor = Predictor(out)
     encoded = predictor.tokenizer("a b", "c d")
@@ -248,11 +248,11 @@ def test_exported_model_is_the_best_evaluation(tiny_model, sentiment_csv, tmp_pa
 
 
 def test_a_final_best_evaluation_is_not_run_again(tiny_model, sentiment_csv, tmp_path, monkeypatch):
-    from tunesmith import engine
+    from tunesmith.training import state
 
     calls = []
-    real = engine.evaluate_split
-    monkeypatch.setattr(engine, "evaluate_split", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = state.evaluate_split
+    monkeypatch.setattr(state, "evaluate_split", lambda *a, **k: calls.append(1) or real(*a, **k))
     train, validation = sentiment_csv
     out = tmp_path / "run"
     # one evaluation, at the last step: the best by definition, and the exported weights

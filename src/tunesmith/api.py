@@ -21,7 +21,7 @@ def train(config: Config | dict | str | Path | None = None, **overrides: Any) ->
     `config` is a Config, a dict of the YAML's shape, or a YAML path; keyword overrides use
     `__` for dots: `train(data__train="a.csv", train__epochs=1)`.
     """
-    from tunesmith.engine import train as run
+    from tunesmith.training import train as run
 
     items = [f"{k.replace('__', '.')}={v}" for k, v in overrides.items()]
     if isinstance(config, Config):
@@ -38,7 +38,7 @@ def evaluate(model: str | Path, data: str | Path, precision: str = "auto") -> di
     one. `precision`: auto (what training would pick on this machine), fp32, bf16, fp16, or int8
     (quantized linear layers: CPU speed, slightly moved logits)."""
     from tunesmith.data import read_table
-    from tunesmith.predict import Predictor
+    from tunesmith.infer import Predictor
 
     return Predictor(model, precision=precision).evaluate(read_table(data), str(data))
 
@@ -47,6 +47,6 @@ def predict(model: str | Path, data: str | Path, precision: str = "auto") -> lis
     """One {label, scores} record per row of `data`, in input order; `precision` as in
     evaluate."""
     from tunesmith.data import read_table
-    from tunesmith.predict import Predictor
+    from tunesmith.infer import Predictor
 
     return Predictor(model, precision=precision).predict(read_table(data), str(data))

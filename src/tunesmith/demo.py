@@ -49,7 +49,7 @@ def _data(train_samples: int) -> dict:
 def run_mlm_demo(output_dir: str, train_samples: int, epochs: float) -> dict:
     """Masked-LM adaptation: held-out perplexity before and after, then fill-mask."""
     from tunesmith.api import train
-    from tunesmith.predict import FillMasker
+    from tunesmith.infer import FillMasker
 
     config = {
         "model": "builtin:minilm-l6",
@@ -77,7 +77,7 @@ def run_mlm_demo(output_dir: str, train_samples: int, epochs: float) -> dict:
 
 def run_demo(output_dir: str, train_samples: int, epochs: float) -> dict:
     from tunesmith.api import train
-    from tunesmith.predict import Predictor
+    from tunesmith.infer import Predictor
 
     config = {
         "model": "builtin:minilm-l6",

@@ -19,10 +19,10 @@ from accelerate import Accelerator
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith import data, few_shot, models
-from tunesmith.config import LANGUAGE_MODEL_TASKS, Config, DataConfig
-from tunesmith.few_shot import Method
-from tunesmith.tasks import LanguageModeling, SequenceClassification, Task
+from tunesmith import data
+from tunesmith.config import Config, DataConfig
+from tunesmith.tasks import Task, few_shot, task_class
+from tunesmith.tasks.few_shot import Method
 
 
 @dataclass
@@ -89,9 +89,10 @@ def task_splits(cfg: Config, recorded: Method | None = None) -> TaskSplits:
     d = cfg.data
     splits = data.load_splits(d)
     sources = {name: getattr(d, name) or f"data.dataset={d.dataset}[{name}]" for name in splits}
-    kind = LanguageModeling if cfg.task in LANGUAGE_MODEL_TASKS else SequenceClassification
-    splits, task = kind.from_splits(splits, sources, cfg)
-    method = recorded or _choose_method(cfg, splits["train"], task)
+    splits, task = task_class(cfg.task).from_splits(splits, sources, cfg)
+    # The rows training would see without a hold-out: data.max_train_samples applied.
+    sampled = _sampled(splits["train"], d.max_train_samples, cfg.train.seed)
+    method = recorded or few_shot.decide_method(cfg, sampled, task)
     # A few rows per class are all needed for training; a validation set of a handful would
     # only pick the exported step by noise, so few-shot holds none out.
     hold_out = not method.few_shot
@@ -134,18 +135,6 @@ def _validation_source(
         "seed": seed,
         "stratified_by": stratified_by,
     }
-
-
-def _choose_method(cfg: Config, train: Dataset, task: Task) -> Method:
-    """train.method resolved against the training rows, the model's layout and LoRA."""
-    class_rows, blocker = [], None
-    if task.kind == "classification":
-        # The rows training would see without a hold-out: data.max_train_samples applied.
-        sampled = _sampled(train, cfg.data.max_train_samples, cfg.train.seed)
-        class_rows = list(np.bincount(sampled["labels"], minlength=len(task.labels.names)))
-        if cfg.train.method != few_shot.FINE_TUNE:  # only auto and few-shot ask what blocks it
-            blocker = few_shot.blocked_by(cfg.lora.r, models.classifier_layout(cfg.model))
-    return few_shot.choose_method(cfg.train.method, task.kind, class_rows, cfg.few_shot, blocker)
 
 
 def _held_out_and_sampled(

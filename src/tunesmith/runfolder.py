@@ -22,8 +22,8 @@ MODEL = "model"
 METRICS = "metrics.json"  # written last: its presence means the run finished
 METRICS_LOG = "metrics.jsonl"
 CONFIG = "config.yaml"
-# What training decided from the data and the hardware, written as it is decided; evaluate,
-# predict, serve and report read it instead of deciding again (engine.decisions lists the keys).
+# What training decided from the data and the hardware, written as it is decided (by
+# training.setup.record_decisions); evaluate, predict, serve and report read it, not decide again.
 DECISIONS = "decisions.json"
 CHECKPOINTS = "checkpoints"
 STEP_PREFIX = "step-"

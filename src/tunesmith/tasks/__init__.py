@@ -14,7 +14,8 @@ from transformers import PreTrainedTokenizerBase
 
 from tunesmith.data import Columns
 from tunesmith.metrics import Evaluation
-from tunesmith.tasks.classification import LabelSpec, SequenceClassification
+from tunesmith.tasks.classification import SequenceClassification
+from tunesmith.tasks.labels import LabelSpec
 from tunesmith.tasks.language_modeling import LanguageModeling
 
 
@@ -97,11 +98,24 @@ def is_language_model(task: str | None) -> bool:
     return task in INFERENCE_COMMANDS
 
 
+def has_classes(task: str | None) -> bool:
+    """Whether a run of `task` (as metrics.json names it) puts texts into named classes."""
+    return task in ("classification", "multi_label")
+
+
+def task_class(task: str) -> type[SequenceClassification] | type[LanguageModeling]:
+    """The class for config `task` (auto means classification or regression, which the labels
+    decide)."""
+    return LanguageModeling if is_language_model(task) else SequenceClassification
+
+
 __all__ = [
     "LabelSpec",
     "LanguageModeling",
     "SequenceClassification",
     "Task",
+    "has_classes",
     "inference_command",
     "is_language_model",
+    "task_class",
 ]

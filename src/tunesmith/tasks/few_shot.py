@@ -22,15 +22,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from datasets import Dataset, concatenate_datasets
 from torch import nn
 
-from tunesmith.config import METHODS, FewShotConfig, TrainConfig
+from tunesmith.config import METHODS, Config, FewShotConfig, TrainConfig
 from tunesmith.errors import UserError
 from tunesmith.inference import infer_logits
+from tunesmith.models import classifier_layout
 
 FINE_TUNE, FEW_SHOT = METHODS[1:]
 # The pooling layer scales the mean so far above the residual [CLS] state it adds that the
@@ -76,6 +78,17 @@ def choose_method(
     if blocker:
         return Method(FINE_TUNE, f"{median} training rows per class <= {limit}, but {blocker}")
     return Method(FEW_SHOT, f"{median} training rows per class <= {limit}")
+
+
+def decide_method(cfg: Config, train: Dataset, task: Any) -> Method:
+    """train.method resolved against the training rows (`train`, as training will see them
+    before any hold-out), the model's layout and LoRA."""
+    class_rows, blocker = [], None
+    if task.kind == "classification":
+        class_rows = list(np.bincount(train["labels"], minlength=len(task.labels.names)))
+        if cfg.train.method != FINE_TUNE:  # only auto and few-shot ask what blocks it
+            blocker = blocked_by(cfg.lora.r, classifier_layout(cfg.model))
+    return choose_method(cfg.train.method, task.kind, class_rows, cfg.few_shot, blocker)
 
 
 def blocked_by(lora_r: int, layout: nn.Module | None) -> str | None:
