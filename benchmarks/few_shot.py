@@ -45,7 +45,7 @@ import results  # benchmarks/results.py, beside this script
 import torch
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
-from tunesmith import hardware
+from tunesmith.compute import hardware
 from tunesmith.demo import corpus_path
 from tunesmith.metrics import calibration_error
 from tunesmith.models import resolve_model

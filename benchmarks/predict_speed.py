@@ -102,7 +102,7 @@ def main() -> None:
     import torch
     import transformers
 
-    from tunesmith import hardware
+    from tunesmith.compute import hardware
     from tunesmith.infer import Predictor
 
     transformers.logging.set_verbosity_error()

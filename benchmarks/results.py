@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from tunesmith import hardware
+from tunesmith.compute import hardware
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

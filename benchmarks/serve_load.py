@@ -176,7 +176,7 @@ def main() -> None:
         sys.exit("--litserve needs LitServe: pip install litserve")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from tunesmith.hardware import cpu_model
+    from tunesmith.compute.hardware import cpu_model
 
     texts = load_texts(args.clients * args.requests)
     warmup = texts[: 2 * args.clients]

@@ -19,9 +19,9 @@ import torch
 from train_speed import MRPC, generated_pairs
 from transformers import DataCollatorWithPadding
 
-from tunesmith import hardware
-from tunesmith.batching import TokenBudgetBatchSampler
-from tunesmith.kernels import use_fast_dropout
+from tunesmith.compute import hardware
+from tunesmith.compute.batching import TokenBudgetBatchSampler
+from tunesmith.compute.kernels import use_fast_dropout
 from tunesmith.models import freeze, load_sequence_classifier, load_tokenizer
 
 DEFAULT_VARIANTS = (

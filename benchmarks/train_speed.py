@@ -112,7 +112,7 @@ def matmul_peak(hidden: int, intermediate: int, precision: str, seconds: float =
 def native_bf16() -> bool:
     import torch
 
-    from tunesmith import hardware
+    from tunesmith.compute import hardware
 
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
@@ -279,7 +279,7 @@ def main() -> None:
     if args.arm:
         return child(args)
 
-    from tunesmith import hardware
+    from tunesmith.compute import hardware
     from tunesmith.models import load_sequence_classifier
 
     if args.data:

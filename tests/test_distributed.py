@@ -9,9 +9,9 @@ from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from tunesmith.cli import main
+from tunesmith.compute.inference import infer_logits
 from tunesmith.data import read_table
 from tunesmith.infer import Predictor
-from tunesmith.inference import infer_logits
 
 
 @pytest.mark.parametrize("method", ["fine-tune", "few-shot"])

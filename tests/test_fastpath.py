@@ -18,15 +18,15 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from tunesmith import hardware, kernels
-from tunesmith.batching import TokenBudgetBatchSampler, padding_share
-from tunesmith.errors import UserError
-from tunesmith.kernels import (
+from tunesmith.compute import hardware, kernels
+from tunesmith.compute.batching import TokenBudgetBatchSampler, padding_share
+from tunesmith.compute.kernels import (
     FastDropout,
     compute_pooled_position_only,
     train_attention_core_in_fp32,
     use_fast_dropout,
 )
+from tunesmith.errors import UserError
 from tunesmith.models import load_sequence_classifier
 
 

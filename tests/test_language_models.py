@@ -411,7 +411,7 @@ def test_only_held_out_splits_get_fixed_masks(tiny_model, tmp_path):
 
 
 def test_packed_batches_fill_the_budget_with_real_tokens():
-    from tunesmith.batching import TokenBudgetBatchSampler
+    from tunesmith.compute.batching import TokenBudgetBatchSampler
 
     lengths = np.random.default_rng(0).integers(4, 40, size=500)
     padded = TokenBudgetBatchSampler(lengths, 256, shuffle=True, seed=1, pool_batches=1)

@@ -15,8 +15,8 @@ import torch
 from conftest import own_caches, sentiment_rows, write_csv
 from safetensors.torch import load_file
 
-from tunesmith import checkpoint
 from tunesmith.cli import main
+from tunesmith.runs import checkpoint
 
 SETTINGS = (
     "train.micro_batch_size=8",

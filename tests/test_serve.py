@@ -17,8 +17,8 @@ import pytest
 import uvicorn
 from conftest import FILLER, NEGATIVE, POSITIVE, own_caches, sentiment_rows, write_csv
 
-from tunesmith import hardware
 from tunesmith.cli import build_parser, main
+from tunesmith.compute import hardware
 from tunesmith.errors import UserError
 from tunesmith.infer import Predictor
 from tunesmith.infer.serve import ServeSettings, create_app

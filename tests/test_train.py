@@ -12,8 +12,9 @@ import torch
 from conftest import own_caches, score_tolerance, sentiment_rows, write_csv
 from transformers import pipeline
 
-from tunesmith import api, hardware
+from tunesmith import api
 from tunesmith.cli import main
+from tunesmith.compute import hardware
 
 # Enough steps for the tiny model to learn the one-word rule of the sentiment data; its random
 # word embeddings hold nothing worth freezing.

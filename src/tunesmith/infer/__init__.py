@@ -1,8 +1,8 @@
 """Inference on an exported model folder: `predict` (classifiers and regressors),
 `language_models` (fill-mask, generate), and `serve/` (the HTTP API over either).
 
-The batched-logits loop they share with training stays in `tunesmith.inference`. The names
-below load their modules (torch, transformers) on first use, so importing this package, or
+The batched-logits loop they share with training stays in `tunesmith.compute.inference`. The
+names below load their modules (torch, transformers) on first use, so importing this package, or
 `tunesmith.infer.serve.settings` for the CLI's defaults, stays light.
 """
 

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
-from tunesmith import hardware
+from tunesmith.compute import hardware
 from tunesmith.errors import UserError
-from tunesmith.runfolder import read_meta, resolve_model_dir
+from tunesmith.runs.layout import read_meta, resolve_model_dir
 
 
 class FillMasker:

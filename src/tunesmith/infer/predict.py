@@ -15,13 +15,14 @@ import numpy as np
 from datasets import Dataset
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
-from tunesmith import data, hardware
+from tunesmith import data
+from tunesmith.compute import hardware
+from tunesmith.compute.inference import infer_logits
 from tunesmith.config import DataConfig
 from tunesmith.errors import UserError
 from tunesmith.infer.language_models import FillMasker, Generator
-from tunesmith.inference import infer_logits
 from tunesmith.models import load_sequence_classifier
-from tunesmith.runfolder import read_meta, resolve_model_dir
+from tunesmith.runs.layout import read_meta, resolve_model_dir
 from tunesmith.tasks import LabelSpec, SequenceClassification, inference_command
 from tunesmith.tasks.labels import encode_split
 

@@ -115,8 +115,8 @@ def _setting_differences(run: FinishedRun, other: FinishedRun) -> list[str]:
 
 def _comparison(run: FinishedRun, scored: Scored, other: FinishedRun, splits: Splits) -> str:
     """The other run's model on the same validation rows, beside this run's, class by class."""
-    from tunesmith import tracking
     from tunesmith.infer import Predictor
+    from tunesmith.runs.log import flat_config
 
     theirs = score(Predictor(other.path), splits, scored.names)
     mine_scores, their_scores = scored.scores(), theirs.scores()
@@ -138,7 +138,7 @@ def _comparison(run: FinishedRun, scored: Scored, other: FinishedRun, splits: Sp
     header = ["label" if scored.multi else "class", "support"]
     for f in ("recall", "precision", "F1"):
         header += [f, f"{f} (other)", f"Δ {f}"]
-    mine_config, their_config = tracking.flat_config(run.config), tracking.flat_config(other.config)
+    mine_config, their_config = flat_config(run.config), flat_config(other.config)
     settings = [
         [key, _config_value(mine_config.get(key)), _config_value(their_config.get(key))]
         for key in sorted(mine_config | their_config)

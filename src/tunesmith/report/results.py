@@ -69,7 +69,7 @@ def _class_results(
 ) -> tuple[str, str]:
     """The 'Validation results' and 'Worst-predicted validation examples' sections of a
     classifier, single- or multi-label."""
-    from tunesmith import tracking
+    from tunesmith.runs import plots
 
     parts = [_metrics_table(run.metrics), *_recomputed_note(run, scored.scores())]
     names, labels, predictions = scored.names, scored.labels, scored.predictions
@@ -79,7 +79,7 @@ def _class_results(
         parts.append(
             figures.add(
                 "confusion_matrix",
-                lambda p: tracking.plot_confusion_matrix(labels, predictions, names, p),
+                lambda p: plots.plot_confusion_matrix(labels, predictions, names, p),
                 "validation confusion matrix",
             )
         )
@@ -147,7 +147,7 @@ def _worst(scored: Scored, splits: Splits) -> str:
 def _regression_results(
     run: FinishedRun, predictor: Any, splits: Splits, figures: Figures
 ) -> tuple[str, str]:
-    from tunesmith import tracking
+    from tunesmith.runs import plots
 
     validation, columns = splits.datasets["validation"], splits.columns
     labels = np.asarray(validation["labels"]).astype(np.float64)
@@ -158,7 +158,7 @@ def _regression_results(
         *_recomputed_note(run, recomputed),
         figures.add(
             "predictions",
-            lambda p: tracking.plot_regression_scatter(labels, predictions, p),
+            lambda p: plots.plot_regression_scatter(labels, predictions, p),
             "predicted against true values",
         ),
         _p("A regression run: no confusion matrix or per-class table."),

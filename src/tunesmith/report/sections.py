@@ -15,7 +15,7 @@ import yaml
 from tunesmith.report.html import Figures, _nav, _note, _p, _section, _table
 from tunesmith.report.results import _metrics_table
 from tunesmith.report.run import FinishedRun, Splits
-from tunesmith.runfolder import METRICS
+from tunesmith.runs.layout import METRICS
 
 TOKEN_LENGTH_SAMPLE = 20_000  # training rows tokenized for the histogram: enough for its shape
 TOP_PAIRS = 10  # multi-label: the most frequent label pairs listed under the co-occurrence map
@@ -76,7 +76,7 @@ def _config_value(value: Any) -> str:
 def _data(
     run: FinishedRun, predictor: Any, splits: Splits | None, problem: str | None, figures: Figures
 ) -> str:
-    from tunesmith import tracking
+    from tunesmith.runs import plots
 
     info = run.metrics.get("data", {})
     rows_then = info.get("rows", {})
@@ -120,7 +120,7 @@ def _data(
         parts.append(
             figures.add(
                 "label_distribution",
-                lambda p: tracking.plot_label_distribution(counts, rows, names, p),
+                lambda p: plots.plot_label_distribution(counts, rows, names, p),
                 "label distribution per split",
             )
         )
@@ -136,7 +136,7 @@ def _data(
         parts.append(
             figures.add(
                 "label_distribution",
-                lambda p: tracking.plot_value_histograms(labels, p),
+                lambda p: plots.plot_value_histograms(labels, p),
                 "label values per split",
             )
         )
@@ -155,7 +155,7 @@ def _data(
     parts.append(
         figures.add(
             "token_lengths",
-            lambda p: tracking.plot_token_lengths(lengths, predictor.max_length, p),
+            lambda p: plots.plot_token_lengths(lengths, predictor.max_length, p),
             "token length histogram",
         )
     )
@@ -165,7 +165,7 @@ def _data(
 def _cooccurrence(train_labels: np.ndarray, names: list[str], figures: Figures) -> str:
     """Multi-label: how many labels training rows carry, which labels come together (a K x K
     map, most frequent labels first) and the most frequent pairs."""
-    from tunesmith import tracking
+    from tunesmith.runs import plots
 
     order = np.argsort(-train_labels.sum(0), kind="stable")
     rows = train_labels[:, order].astype(np.int64)
@@ -178,7 +178,7 @@ def _cooccurrence(train_labels: np.ndarray, names: list[str], figures: Figures) 
         _p(f"Rows by how many labels they carry: {spread} (mean {rows.sum(1).mean():.2f})."),
         figures.add(
             "label_cooccurrence",
-            lambda p: tracking.plot_cooccurrence(matrix, names, p),
+            lambda p: plots.plot_cooccurrence(matrix, names, p),
             "label co-occurrence heatmap",
         ),
     ]
@@ -220,7 +220,7 @@ def _token_lengths(train: Any, columns: Any, tokenizer: Any) -> np.ndarray:
 
 
 def _curves(run: FinishedRun, figures: Figures) -> str:
-    from tunesmith import tracking
+    from tunesmith.runs import plots
 
     records = [r for r in run.records if "step" in r]
     if not records:
@@ -228,7 +228,7 @@ def _curves(run: FinishedRun, figures: Figures) -> str:
     parts = [
         figures.add(
             "training_curves",
-            lambda p: tracking.plot_loss_and_learning_rate(records, p),
+            lambda p: plots.plot_loss_and_learning_rate(records, p),
             "training loss and learning rate",
         )
     ]
@@ -236,7 +236,7 @@ def _curves(run: FinishedRun, figures: Figures) -> str:
         parts.append(
             figures.add(
                 "validation_metrics",
-                lambda p: tracking.plot_validation_metrics(records, p),
+                lambda p: plots.plot_validation_metrics(records, p),
                 "validation metrics per step",
             )
         )

@@ -20,9 +20,9 @@ from datasets import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from tunesmith import data
+from tunesmith.compute.inference import infer_logits
 from tunesmith.config import Config
 from tunesmith.data import Columns
-from tunesmith.inference import infer_logits
 from tunesmith.metrics import Evaluation
 from tunesmith.models import load_sequence_classifier
 from tunesmith.tasks.label_kinds import LabelKind, label_kind_of

@@ -29,9 +29,9 @@ import torch
 from datasets import Dataset, concatenate_datasets
 from torch import nn
 
+from tunesmith.compute.inference import infer_logits
 from tunesmith.config import METHODS, Config, FewShotConfig, TrainConfig
 from tunesmith.errors import UserError
-from tunesmith.inference import infer_logits
 from tunesmith.models import classifier_layout
 
 FINE_TUNE, FEW_SHOT = METHODS[1:]
@@ -160,7 +160,7 @@ def supported(model: nn.Module) -> bool:
 def add_mean_pooling_layer(model: nn.Module) -> None:
     """Append the fixed mean-pooling layer (frozen) and reset the pooler to a scaled identity
     (then trained); `config.num_hidden_layers` grows by one, so the exported folder loads as is."""
-    from tunesmith.kernels import compute_pooled_position_only
+    from tunesmith.compute.kernels import compute_pooled_position_only
 
     layers = model.base_model.encoder.layer
     last = layers[-1]

@@ -172,9 +172,9 @@ class SingleLabel:
         return {"temperature": temperature}, replace(evaluation, logits=logits, details=details)
 
     def plots(self, ds: Dataset, evaluation: Evaluation, output_dir: Path) -> None:
-        from tunesmith import tracking  # matplotlib: ~1 s that prediction never needs
+        from tunesmith.runs import plots  # matplotlib: ~1 s that prediction never needs
 
-        tracking.plot_confusion_matrix(
+        plots.plot_confusion_matrix(
             np.asarray(ds["labels"]),
             self.predictions(evaluation.logits),
             list(self.names),

@@ -29,11 +29,11 @@ from transformers import (
 )
 
 from tunesmith import data
-from tunesmith.batching import TokenBudgetBatchSampler, rank_passes
+from tunesmith.compute.batching import TokenBudgetBatchSampler, rank_passes
+from tunesmith.compute.inference import model_inputs
 from tunesmith.config import Config, LanguageModelConfig
 from tunesmith.data import TEXT_COLUMNS, Columns
 from tunesmith.errors import UserError
-from tunesmith.inference import model_inputs
 from tunesmith.metrics import Evaluation, language_model_metrics
 
 IGNORE = -100  # the label that cross-entropy in transformers skips

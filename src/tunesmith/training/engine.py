@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 
-from tunesmith import runfolder, tracking
 from tunesmith.config import Config
 from tunesmith.errors import UserError
+from tunesmith.runs import layout
+from tunesmith.runs.log import MetricsLog
 from tunesmith.training.finish import finish
 from tunesmith.training.loop import fit
 from tunesmith.training.resume import restore, resume_point
@@ -29,9 +30,7 @@ def train(cfg: Config) -> dict:
         say(run.accelerator, f"before training: {fmt(progress.before_training)}")
     log = None
     if run.accelerator.is_main_process:
-        log = tracking.MetricsLog(
-            run.output_dir / runfolder.METRICS_LOG, keep_through_step=progress.step
-        )
+        log = MetricsLog(run.output_dir / layout.METRICS_LOG, keep_through_step=progress.step)
     try:
         return finish(run, progress, log, fit(run, progress, log))
     except torch.OutOfMemoryError:

@@ -8,15 +8,17 @@ import numpy as np
 import torch
 from accelerate.utils import gather_object
 
-from tunesmith import checkpoint, hardware, runfolder, tracking
-from tunesmith.batching import padding_share
+from tunesmith.compute import hardware
+from tunesmith.compute.batching import padding_share
 from tunesmith.errors import UserError
 from tunesmith.metrics import Evaluation
+from tunesmith.runs import checkpoint, layout, plots
+from tunesmith.runs.log import MetricsLog
 from tunesmith.training.state import Progress, TrainingRun
 
 
 def finish(
-    run: TrainingRun, progress: Progress, log: tracking.MetricsLog | None, final: Evaluation | None
+    run: TrainingRun, progress: Progress, log: MetricsLog | None, final: Evaluation | None
 ) -> dict:
     """Export the best weights, measure them again unless `final` already did, and write the
     run folder's files."""
@@ -87,17 +89,15 @@ def finish(
             unwrapped = unwrapped.merge_and_unload()  # a plain transformers model again
         if getattr(unwrapped.config, "use_cache", None) is False:
             unwrapped.config.use_cache = True  # generation from the exported folder uses it
-        checkpoint.export_model(unwrapped, run.tokenizer, output_dir / runfolder.MODEL, meta)
+        checkpoint.export_model(unwrapped, run.tokenizer, output_dir / layout.MODEL, meta)
         # What validation taught the task after training (thresholds, a temperature) joins the
         # decisions made before it.
-        decisions = runfolder.read_decisions(output_dir)
-        checkpoint.write_json(output_dir / runfolder.DECISIONS, {**decisions, "task": task.meta()})
-        tracking.plot_training_curves(log.records, run.metric, output_dir / "training_curves.png")
+        decisions = layout.read_decisions(output_dir)
+        checkpoint.write_json(output_dir / layout.DECISIONS, {**decisions, "task": task.meta()})
+        plots.plot_training_curves(log.records, run.metric, output_dir / "training_curves.png")
         if evaluation is not None:
             task.plots(validation, evaluation, output_dir)
-        checkpoint.write_json(
-            output_dir / runfolder.METRICS, result
-        )  # last: marks the run finished
+        checkpoint.write_json(output_dir / layout.METRICS, result)  # last: marks the run finished
     accelerator.wait_for_everyone()
     for tracker in accelerator.trackers:  # closes the event files (end_training would also
         tracker.finish()  # tear down the process group, on the main process only)

@@ -15,15 +15,17 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from tunesmith import checkpoint, metrics, tracking
+from tunesmith import metrics
 from tunesmith.errors import Interrupted, UserError
 from tunesmith.metrics import Evaluation
+from tunesmith.runs import checkpoint
+from tunesmith.runs.log import MetricsLog, tracker_scalars
 from tunesmith.tasks import Task
 from tunesmith.training.resume import save_checkpoint
 from tunesmith.training.state import Progress, TrainingRun, fmt, say
 
 
-def fit(run: TrainingRun, progress: Progress, log: tracking.MetricsLog | None) -> Evaluation | None:
+def fit(run: TrainingRun, progress: Progress, log: MetricsLog | None) -> Evaluation | None:
     """The training loop: micro-batches accumulate into optimizer steps; logging, evaluation and
     checkpoints happen on optimizer-step boundaries only. Returns the last evaluation when it
     was the best and no step followed it: the exported model's, which finish need not redo."""
@@ -102,7 +104,7 @@ def fit(run: TrainingRun, progress: Progress, log: tracking.MetricsLog | None) -
                 if record and log is not None:
                     log.write(record)
                     if accelerator.trackers:
-                        accelerator.log(tracking.tracker_scalars(record), step=progress.step)
+                        accelerator.log(tracker_scalars(record), step=progress.step)
                 stop_now = _agreed(accelerator, stop.signum)
                 if (
                     stop_now

@@ -10,24 +10,24 @@ from pathlib import Path
 
 from accelerate.utils import gather_object
 
-from tunesmith import checkpoint, runfolder
 from tunesmith.config import Config, config_to_dict
 from tunesmith.errors import UserError
+from tunesmith.runs import checkpoint, layout
 from tunesmith.training.state import Progress, TrainingRun, say
 
 
 def resume_point(cfg: Config, output_dir: Path) -> Path | None:
     """The step folder to continue from, or None for a fresh run (whose output_dir is checked)."""
     if cfg.resume is None:
-        runfolder.check_output_dir(output_dir, cfg.overwrite)
+        layout.check_output_dir(output_dir, cfg.overwrite)
         return None
-    if (output_dir / runfolder.METRICS).exists():
+    if (output_dir / layout.METRICS).exists():
         raise UserError(f"output_dir={output_dir} holds a finished run; there is nothing to resume")
     if cfg.resume == "auto":
         found = checkpoint.find_resumable(output_dir, functools.partial(say, None))
         if found is None:
             say(None, f"no intact checkpoint in {output_dir}; starting from scratch")
-            runfolder.check_output_dir(output_dir, overwrite=True)  # a file, or not creatable
+            layout.check_output_dir(output_dir, overwrite=True)  # a file, or not creatable
         return found
     folder = Path(cfg.resume)
     problem = checkpoint.verify(folder)

@@ -18,17 +18,19 @@ from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith import checkpoint, hardware, runfolder, tracking
-from tunesmith.batching import TokenBudgetBatchSampler
+from tunesmith.compute import hardware
+from tunesmith.compute.batching import TokenBudgetBatchSampler
+from tunesmith.compute.inference import model_inputs
+from tunesmith.compute.kernels import train_attention_core_in_fp32, use_fast_dropout
 from tunesmith.config import Config, TrainConfig, config_to_dict, save_config
 from tunesmith.errors import UserError
-from tunesmith.inference import model_inputs
-from tunesmith.kernels import train_attention_core_in_fp32, use_fast_dropout
 from tunesmith.models import add_lora, freeze, layer_count, load_tokenizer
-from tunesmith.optim import build_optimizer, build_scheduler
 from tunesmith.preprocess import PreparedData, prepare_data
+from tunesmith.runs import checkpoint, layout
+from tunesmith.runs.log import flat_config
 from tunesmith.tasks import Task, few_shot
 from tunesmith.tasks.few_shot import Method
+from tunesmith.training.optim import build_optimizer, build_scheduler
 from tunesmith.training.state import TrainingRun, eval_max_tokens, say
 
 
@@ -193,10 +195,10 @@ def open_output_dir(cfg: Config, t: TrainConfig, accelerator: Accelerator, fresh
     """A fresh run's output_dir laid out with its config.yaml; then the trackers, if any."""
     if accelerator.is_main_process and fresh:
         checkpoint.prepare_output_dir(Path(cfg.output_dir))
-        save_config(cfg, Path(cfg.output_dir) / runfolder.CONFIG)
+        save_config(cfg, Path(cfg.output_dir) / layout.CONFIG)
     accelerator.wait_for_everyone()
     if t.report_to:  # event files in output_dir/tensorboard
-        accelerator.init_trackers("tensorboard", tracking.flat_config(config_to_dict(cfg)))
+        accelerator.init_trackers("tensorboard", flat_config(config_to_dict(cfg)))
 
 
 def make_loader(
@@ -313,7 +315,7 @@ def record_decisions(run: TrainingRun, frozen: str, batch: str, pad_multiple: in
         "optimizer_steps": run.total_steps,
         "eval_every_steps": run.eval_interval,
     }
-    checkpoint.write_json(run.output_dir / runfolder.DECISIONS, decisions)
+    checkpoint.write_json(run.output_dir / layout.DECISIONS, decisions)
 
 
 def _frozen_parts(t: TrainConfig, task: Task, layer_count: int, on_cpu: bool) -> tuple[bool, int]:

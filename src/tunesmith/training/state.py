@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith import hardware
-from tunesmith.batching import TokenBudgetBatchSampler
+from tunesmith.compute import hardware
+from tunesmith.compute.batching import TokenBudgetBatchSampler
 from tunesmith.config import Config, TrainConfig
 from tunesmith.metrics import Evaluation
 from tunesmith.preprocess import PreparedData

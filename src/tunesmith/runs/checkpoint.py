@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith.runfolder import (
+from tunesmith.runs.layout import (
     CHECKPOINTS,
     CONFIG,
     DECISIONS,
@@ -36,7 +36,7 @@ from tunesmith.runfolder import (
 
 def prepare_output_dir(path: Path) -> None:
     """Clear an earlier run's files (checkpoints too) and create the folder; the caller has
-    checked that they may go (runfolder.check_output_dir, or a resume that found nothing)."""
+    checked that they may go (layout.check_output_dir, or a resume that found nothing)."""
     for name in (MODEL, METRICS, METRICS_LOG, CONFIG, DECISIONS, "tensorboard", CHECKPOINTS):
         target = path / name
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)

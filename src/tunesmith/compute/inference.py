@@ -14,7 +14,7 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorWithPadding
 
-from tunesmith.batching import TokenBudgetBatchSampler, rank_passes
+from tunesmith.compute.batching import TokenBudgetBatchSampler, rank_passes
 
 # What the models and collators take; the masked-LM collator reads special_tokens_mask (never
 # masked) and offset_mapping (word boundaries, for whole-word masking).
