@@ -15,6 +15,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 METHODS = ("auto", "fine-tune", "few-shot")  # train.method; tasks/few_shot.py
 # Inference adds dynamic int8 linear layers, on CPUs only (hardware.inference_placement).
 INFERENCE_PRECISIONS = (*PRECISIONS, "int8")
+TRUNCATIONS = ("head", "tail", "head+tail")  # data.truncation; tasks/truncation.py
 
 
 @dataclass
@@ -44,6 +45,10 @@ class DataConfig:
     validation_fraction: float = 0.1
     # Tokens per example after truncation.
     max_length: int = 128
+    # Which tokens of a longer text a classifier keeps: head (the start), tail (the end), or
+    # head+tail (its first quarter and last three quarters, where reviews and articles often
+    # conclude). A pair cuts its longer text first. Prediction cuts as training did.
+    truncation: str = "head"
     # Drop rows whose text is empty or null instead of stopping with their row numbers.
     drop_empty: bool = False
     # Use at most this many training rows (a seeded sample); all rows when unset.

@@ -16,6 +16,7 @@ from tunesmith.config.schema import (
     METHODS,
     PRECISIONS,
     TASKS,
+    TRUNCATIONS,
     Config,
     field_docs,
 )
@@ -139,6 +140,12 @@ def _validate(cfg: Config) -> list[str]:
         )
     if cfg.checkpoint.keep_last < 1:
         problems.append("checkpoint.keep_last must be >= 1")
+    if d.truncation not in TRUNCATIONS:
+        problems.append(
+            f"data.truncation must be one of {', '.join(TRUNCATIONS)}, got {d.truncation!r}"
+        )
+    elif d.truncation != "head" and cfg.task in LANGUAGE_MODEL_TASKS:
+        problems.append(f"data.truncation={d.truncation} is for classifiers; not task={cfg.task}")
     if d.encoding_errors not in ("strict", "replace", "ignore"):
         problems.append("data.encoding_errors must be strict, replace or ignore")
     if not (d.train or d.dataset):

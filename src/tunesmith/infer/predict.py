@@ -88,7 +88,10 @@ class Predictor:
         return columns
 
     def task(self, columns: data.Columns) -> SequenceClassification:
-        return SequenceClassification(columns, self.labels, thresholds=self.thresholds)
+        truncation = self.meta.get("truncation", "head")  # the cut training made
+        return SequenceClassification(
+            columns, self.labels, thresholds=self.thresholds, truncation=truncation
+        )
 
     def logits(self, ds: Dataset, columns: data.Columns) -> np.ndarray:
         """Logits for every row of `ds`, in input order."""

@@ -27,6 +27,7 @@ from tunesmith.metrics import Evaluation
 from tunesmith.models import load_sequence_classifier
 from tunesmith.tasks.label_kinds import LabelKind, label_kind_of
 from tunesmith.tasks.labels import LabelSpec, class_weights, decide_labels, encode_split
+from tunesmith.tasks.truncation import tokenizer_keeping
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class SequenceClassification:
     temperature_scaling: bool = False
     # The fitted temperature, already divided into the output layer's weights.
     temperature: float | None = None
+    # Which tokens of a long text are kept (data.truncation): head, tail or head+tail.
+    truncation: str = "head"
 
     # Unless train.freeze_word_embeddings says otherwise: the step is faster, accuracy the same.
     freeze_word_embeddings = True
@@ -87,8 +90,14 @@ class SequenceClassification:
         }
         weights = class_weights(cfg.train.class_weights, labels, encoded["train"]["labels"])
         meta = {"label_delimiter": d.label_delimiter, "label_columns": d.label_columns}
-        scaling = cfg.train.temperature_scaling
-        task = cls(columns, labels, weights, label_format=meta, temperature_scaling=scaling)
+        task = cls(
+            columns,
+            labels,
+            weights,
+            label_format=meta,
+            temperature_scaling=cfg.train.temperature_scaling,
+            truncation=d.truncation,
+        )
         return encoded, task
 
     @property
@@ -124,6 +133,7 @@ class SequenceClassification:
             "text_column": self.columns.text,
             "text_pair_column": self.columns.text_pair,
             "label_column": self.columns.label,
+            "truncation": self.truncation,
         }
         meta.update(self.label_kind.meta(self.label_format))  # multi-label: the thresholds
         if self.temperature is not None:  # already in the weights: said, not to be applied again
@@ -220,12 +230,13 @@ class SequenceClassification:
         return self.label_kind.metric_names
 
     def tokenize_function(self, tokenizer: PreTrainedTokenizerBase, max_length: int):
-        """A batched `Dataset.map` function: truncated input ids (no padding) and lengths."""
+        """A batched `Dataset.map` function: input ids cut to `max_length` as self.truncation
+        says (no padding), and lengths."""
         text, pair = self.columns.text, self.columns.text_pair
+        encode = tokenizer_keeping(tokenizer, max_length, self.truncation)
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
-            second = batch[pair] if pair else None
-            encoded = tokenizer(batch[text], second, truncation=True, max_length=max_length)
+            encoded = encode(batch[text], batch[pair] if pair else None)
             encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
             return encoded
 
