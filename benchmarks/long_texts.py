@@ -1,0 +1,139 @@
+"""Long texts: how much of a text a classifier keeps, and which part, on long-text sets.
+
+    python benchmarks/long_texts.py [--data bbc_news 20newsgroups] [--arms ...] [--seeds 1]
+                                    [--epochs 1] [--log benchmarks/results/long_texts.jsonl]
+
+Each arm fine-tunes builtin:minilm-l6 with the defaults but for data.max_length and
+data.truncation, on ../shared/data/<set>/train.csv (validation held out of it as the defaults
+do), and scores test.csv with the exported model: accuracy and macro-F1 on every test text, and
+accuracy on the texts longer than the model's 512 positions (where every arm loses something).
+Arms: `128` (today's default: the first 128 tokens), `512` (the first 512, MiniLM's limit),
+`512-tail` (the last 512), `512-head+tail` (the first 128 and the last 382, Sun et al. 2019).
+Every run appends a line to --log with the CPU it ran on; the table beside the log
+(long_texts.md) gives each data set and arm's mean over the seeds in the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import results  # benchmarks/results.py, beside this script
+from sklearn.metrics import accuracy_score, f1_score
+
+from tunesmith.api import train
+from tunesmith.compute import hardware
+from tunesmith.infer import Predictor
+from tunesmith.models import load_tokenizer
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ARMS = {  # name -> (data.max_length, data.truncation)
+    "128": (128, "head"),
+    "512": (512, "head"),
+    "512-tail": (512, "tail"),
+    "512-head+tail": (512, "head+tail"),
+}
+MODEL_POSITIONS = 512
+
+
+def run_arm(data: str, arm: str, seed: int, epochs: float, root: Path) -> dict:
+    max_length, truncation = ARMS[arm]
+    out = root / f"{data}-{arm}-{seed}"
+    started = time.perf_counter()
+    result = train(
+        {
+            "model": "builtin:minilm-l6",
+            "output_dir": str(out),
+            "data": {
+                "train": str(DATA / data / "train.csv"),
+                "max_length": max_length,
+                "truncation": truncation,
+            },
+            "train": {"epochs": epochs, "seed": seed},
+        }
+    )
+    wall = time.perf_counter() - started
+    test = pd.read_csv(DATA / data / "test.csv")
+    predicted = [p["label"] for p in Predictor(out).predict_texts(test["text"].tolist())]
+    lengths = np.asarray(
+        [
+            len(ids)
+            for ids in load_tokenizer("builtin:minilm-l6")(test["text"].tolist())["input_ids"]
+        ]
+    )
+    right = np.asarray(predicted) == test["label"].to_numpy()
+    long_rows = lengths > MODEL_POSITIONS
+    return {
+        "data": data,
+        "arm": arm,
+        "seed": seed,
+        "epochs": epochs,
+        "test_accuracy": float(accuracy_score(test["label"], predicted)),
+        "test_macro_f1": float(f1_score(test["label"], predicted, average="macro")),
+        "long_test_rows": int(long_rows.sum()),
+        "long_test_accuracy": float(right[long_rows].mean()) if long_rows.any() else None,
+        "train_rows_cut": result["data"]["truncated_rows"]["train"],
+        "train_rows": result["data"]["rows"]["train"],
+        "optimizer_steps": result["train"]["optimizer_steps"],
+        "train_seconds": result["train"]["seconds"],
+        "wall_seconds": round(wall, 1),
+        "cpu": hardware.describe()["cpu"],
+        "cpu_flags": hardware.describe()["cpu_flags"],
+    }
+
+
+def table(log: Path) -> list[str]:
+    runs = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line]
+    lines = [
+        "| data | arm | seeds | test accuracy | macro-F1 | accuracy on texts > 512 tokens "
+        "(rows) | train rows cut | optimizer steps | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for data in dict.fromkeys(r["data"] for r in runs):
+        for arm in ARMS:
+            mine = [r for r in runs if r["data"] == data and r["arm"] == arm]
+            if not mine:
+                continue
+
+            def mean(key: str, runs: list[dict] = mine) -> float:
+                return statistics.mean(r[key] for r in runs)
+
+            cut = mean("train_rows_cut") / mean("train_rows")
+            lines.append(
+                f"| {data} | {arm} | {len(mine)} | {mean('test_accuracy'):.4f} | "
+                f"{mean('test_macro_f1'):.4f} | {mean('long_test_accuracy'):.4f} "
+                f"({mine[0]['long_test_rows']}) | {cut:.0%} | {mean('optimizer_steps'):.0f} | "
+                f"{mean('train_seconds'):.0f} |"
+            )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", default=["bbc_news", "20newsgroups"])
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--log", type=Path, default=results.RESULTS / "long_texts.jsonl")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="tunesmith-long-texts-"))
+    for data in args.data:
+        for seed in range(args.seeds):
+            for arm in args.arms:
+                record = run_arm(data, arm, seed, args.epochs, root)
+                with args.log.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+                print(json.dumps(record), flush=True)
+    lines = [*results.header("Long texts: how much of a text, and which part"), *table(args.log)]
+    path = results.write(args.log.stem, lines, args.log.parent)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
