@@ -27,7 +27,7 @@ from tunesmith.errors import UserError
 from tunesmith.infer import Predictor
 from tunesmith.infer.serve import create_app
 from tunesmith.metrics import tune_thresholds
-from tunesmith.tasks.multi_label import label_sets
+from tunesmith.tasks.multi_label import label_names, label_sets
 
 
 @pytest.mark.parametrize(
@@ -55,15 +55,28 @@ def test_binary_columns_are_label_sets_and_may_be_empty():
     ("column", "config", "expected"),
     [
         (['["a", "b"', '["b"]'], {}, "t.csv: column labels row 1 is not a valid JSON list"),
-        ([["a"], []], {}, "t.csv: column labels has 1 empty label set(s) (rows 2)"),
-        (["a;", " ; "], {"label_delimiter": ";"}, "empty label set(s) (rows 2)"),
     ],
-    ids=["bad-json", "empty-list", "empty-delimited"],
+    ids=["bad-json"],
 )
 def test_bad_label_sets_name_file_row_and_column(column, config, expected):
     ds = Dataset.from_dict({"text": ["x", "y"], "labels": column})
     with pytest.raises(UserError, match=re.escape(expected)):
         label_sets(ds, "labels", DataConfig(**config), "t.csv")
+
+
+@pytest.mark.parametrize(
+    ("column", "config"),
+    [([["a"], []], {}), (["a", " ; "], {"label_delimiter": ";"}), (['["a"]', "[]"], {})],
+    ids=["list", "delimited", "json-text"],
+)
+def test_an_empty_label_set_means_none_of_the_labels(column, config):
+    ds = Dataset.from_dict({"text": ["x", "y"], "labels": column})
+    assert label_sets(ds, "labels", DataConfig(**config), "t.csv") == [["a"], []]
+
+
+def test_label_sets_that_are_all_empty_are_one_line():
+    with pytest.raises(UserError, match=r"^t\.csv: no row carries a label"):
+        label_names([[], []], DataConfig(), "t.csv")
 
 
 def test_a_binary_column_holding_a_two():
@@ -180,3 +193,30 @@ def test_resume_is_exact(run, tmp_path):
     assert_same_weights(run, copy)
     meta = [json.loads((r / "model" / "tunesmith.json").read_text()) for r in (run, copy)]
     assert meta[0]["thresholds"] == meta[1]["thresholds"]
+
+
+def test_rows_with_no_label_train_and_score_as_the_0_1_form(tiny_model, tmp_path, capsys):
+    """An empty list is "none of the labels": the same run as all-0 rows in 0/1 columns."""
+    rows = tagged_rows(120, seed=5)
+    for row in rows[::8]:
+        row["labels"] = []
+    listed = write_jsonl(tmp_path / "lists.jsonl", rows)
+    names = ["mention", "neg", "pos"]
+    flags = [{"text": r["text"], **{n: int(n in r["labels"]) for n in names}} for r in rows]
+    binary = write_jsonl(tmp_path / "binary.jsonl", flags)
+    common = [f"model={tiny_model}", "train.max_steps=4", "train.micro_batch_size=16"]
+    assert main(["train", *common, f"data.train={listed}", f"output_dir={tmp_path / 'a'}"]) == 0
+    startup = capsys.readouterr().err
+    columns = "data.label_columns=[mention,neg,pos]"
+    assert (
+        main(["train", *common, f"data.train={binary}", columns, f"output_dir={tmp_path / 'b'}"])
+        == 0
+    )
+
+    a, b = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("a", "b"))
+    none = a["data"]["rows_without_labels"]
+    assert none == b["data"]["rows_without_labels"]
+    assert none["train"] + none["validation"] == len(rows[::8])
+    assert f"({none['train']} training rows carry none of the labels)" in startup
+    assert a["validation"] == b["validation"]
+    assert_same_weights(tmp_path / "a", tmp_path / "b")

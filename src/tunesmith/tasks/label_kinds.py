@@ -211,9 +211,16 @@ class MultiLabel:
         return meta
 
     def summary(self, tokenized: dict[str, Dataset]) -> dict[str, Any]:
-        """Each label's training rows."""
+        """Each label's training rows, and each split's rows that carry none of the labels."""
         counts = np.asarray(tokenized["train"]["labels"]).sum(0)
-        return {"label_rows": dict(zip(self.names, map(int, counts), strict=True))}
+        found: dict[str, Any] = {"label_rows": dict(zip(self.names, map(int, counts), strict=True))}
+        none = {
+            name: int((np.asarray(ds["labels"]).sum(1) == 0).sum())
+            for name, ds in tokenized.items()
+        }
+        if any(none.values()):
+            found["rows_without_labels"] = none
+        return found
 
     def weighted_loss(
         self, logits: torch.Tensor, labels: torch.Tensor, class_weights: tuple[float, ...]

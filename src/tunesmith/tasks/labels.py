@@ -173,7 +173,7 @@ def decide_labels(train: Dataset, column: str | None, cfg: Config, source: str) 
     else classes or a regression, from the values."""
     sets = multi_label.label_sets(train, column, cfg.data, source)
     if sets is not None:
-        return LabelSpec("multi_label", multi_label.label_names(sets, cfg.data))
+        return LabelSpec("multi_label", multi_label.label_names(sets, cfg.data, source))
     return infer_labels(train, column, cfg.task, cfg.label_names, source)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from datasets import Dataset, Sequence, Value
 
 from tunesmith.config import DataConfig
-from tunesmith.errors import UserError, rows_shown
+from tunesmith.errors import UserError
 
 
 def label_sets(
@@ -45,13 +45,8 @@ def label_sets(
             f"{source}: column {column} row {bad[0] + 1} holds {sets[bad[0]]!r}; a label list "
             f"holds names or numbers"
         )
-    empty = [i for i, labels in enumerate(sets) if not labels]
-    if empty:
-        raise UserError(
-            f"{source}: column {column} has {len(empty)} empty label set(s) (rows "
-            f"{rows_shown(empty)}); give each row at least one label, or use data.label_columns "
-            f"(0/1 columns), where a row may have none"
-        )
+    # An empty set says "none of the labels", as a row of 0/1 columns may: in toxicity data most
+    # rows are so.
     return [[str(x) for x in labels] for labels in sets]
 
 
@@ -99,11 +94,14 @@ def _zero_or_one(value: Any) -> int | None:
     return None
 
 
-def label_names(sets: list[list[str]], d: DataConfig) -> tuple[str, ...]:
+def label_names(sets: list[list[str]], d: DataConfig, source: str) -> tuple[str, ...]:
     """The labels in id order: data.label_columns' order, else sorted."""
     if d.label_columns:
         return tuple(d.label_columns)
-    return tuple(sorted({label for labels in sets for label in labels}))
+    names = tuple(sorted({label for labels in sets for label in labels}))
+    if not names:
+        raise UserError(f"{source}: no row carries a label (every label set is empty)")
+    return names
 
 
 def encode_label_sets(

@@ -276,9 +276,11 @@ def announce(
         )
     engine = f" ({accelerator.distributed_type.value})" if accelerator.num_processes > 1 else ""
     how = f"method {method.name} ({method.reason}); " if task.kind == "classification" else ""
+    unlabelled = prepared.summary.get("rows_without_labels", {}).get("train")
+    none = f" ({unlabelled} training rows carry none of the labels)" if unlabelled else ""
     say(
         accelerator,
-        f"{task.describe()}, rows {prepared.summary['rows']}; {how}"
+        f"{task.describe()}, rows {prepared.summary['rows']}{none}; {how}"
         f"precision {precision} ({precision_reason}); frozen: {frozen}; "
         f"micro-batch {batch} x {t.gradient_accumulation_steps} accumulation x "
         f"{accelerator.num_processes} process(es){engine}; "
