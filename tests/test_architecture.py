@@ -72,7 +72,7 @@ def test_inference_is_shared_not_owned_by_prediction():
 
 
 def test_run_folder_layout_is_torch_free():
-    source = (PACKAGE / "runs" / "layout.py").read_text(encoding="utf-8")
+    source = (PACKAGE / "runfolder" / "layout.py").read_text(encoding="utf-8")
     assert "torch" not in {
         alias.name.split(".")[0]
         for node in ast.walk(ast.parse(source))

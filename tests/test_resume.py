@@ -16,7 +16,7 @@ from conftest import own_caches, sentiment_rows, write_csv
 from safetensors.torch import load_file
 
 from tunesmith.cli import main
-from tunesmith.runs import checkpoint
+from tunesmith.runfolder import checkpoint
 
 SETTINGS = (
     "train.micro_batch_size=8",

@@ -46,7 +46,7 @@ def _quiet_libraries() -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from tunesmith import config as config_module
-    from tunesmith.runs.layout import check_output_dir
+    from tunesmith.runfolder.layout import check_output_dir
 
     if args.help_config:
         import textwrap
@@ -144,7 +144,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _predictor(args: argparse.Namespace, data: str | None = None) -> Predictor:
-    from tunesmith.runs.layout import resolve_model_dir
+    from tunesmith.runfolder.layout import resolve_model_dir
 
     # Wrong paths are answered before the seconds of imports below.
     resolve_model_dir(args.model)
@@ -215,7 +215,7 @@ def write_predictions(records: list[dict], out: str | None) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from tunesmith.runs.layout import resolve_model_dir
+    from tunesmith.runfolder.layout import resolve_model_dir
 
     resolve_model_dir(args.model)
     _quiet_libraries()
@@ -257,7 +257,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
-    from tunesmith.runs.layout import find_runs, format_runs
+    from tunesmith.runfolder.layout import find_runs, format_runs
 
     lines = format_runs(find_runs(args.dir))
     print("\n".join(lines) if lines else f"no runs in {args.dir}")

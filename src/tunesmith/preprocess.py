@@ -90,9 +90,11 @@ def task_splits(cfg: Config, recorded: Method | None = None) -> TaskSplits:
     splits = data.load_splits(d)
     sources = {name: getattr(d, name) or f"data.dataset={d.dataset}[{name}]" for name in splits}
     splits, task = task_class(cfg.task).from_splits(splits, sources, cfg)
-    # The rows training would see without a hold-out: data.max_train_samples applied.
-    sampled = _sampled(splits["train"], d.max_train_samples, cfg.train.seed)
-    method = recorded or few_shot.decide_method(cfg, sampled, task)
+    # Decided on the rows training would see without a hold-out (data.max_train_samples
+    # applied), unless a finished run recorded it.
+    method = recorded or few_shot.decide_method(
+        cfg, _sampled(splits["train"], d.max_train_samples, cfg.train.seed), task
+    )
     # A few rows per class are all needed for training; a validation set of a handful would
     # only pick the exported step by noise, so few-shot holds none out.
     hold_out = not method.few_shot

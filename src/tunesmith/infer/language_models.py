@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from tunesmith.compute import hardware
 from tunesmith.errors import UserError
-from tunesmith.runs.layout import read_meta, resolve_model_dir
+from tunesmith.runfolder.layout import read_meta, resolve_model_dir
 
 
 class FillMasker:

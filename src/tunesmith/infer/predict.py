@@ -22,7 +22,7 @@ from tunesmith.config import DataConfig
 from tunesmith.errors import UserError
 from tunesmith.infer.language_models import FillMasker, Generator
 from tunesmith.models import load_sequence_classifier
-from tunesmith.runs.layout import read_meta, resolve_model_dir
+from tunesmith.runfolder.layout import read_meta, resolve_model_dir
 from tunesmith.tasks import LabelSpec, SequenceClassification, inference_command
 from tunesmith.tasks.labels import encode_split
 

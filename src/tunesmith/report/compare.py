@@ -116,7 +116,7 @@ def _setting_differences(run: FinishedRun, other: FinishedRun) -> list[str]:
 def _comparison(run: FinishedRun, scored: Scored, other: FinishedRun, splits: Splits) -> str:
     """The other run's model on the same validation rows, beside this run's, class by class."""
     from tunesmith.infer import Predictor
-    from tunesmith.runs.log import flat_config
+    from tunesmith.runfolder.log import flat_config
 
     theirs = score(Predictor(other.path), splits, scored.names)
     mine_scores, their_scores = scored.scores(), theirs.scores()

@@ -69,7 +69,7 @@ def _class_results(
 ) -> tuple[str, str]:
     """The 'Validation results' and 'Worst-predicted validation examples' sections of a
     classifier, single- or multi-label."""
-    from tunesmith.runs import plots
+    from tunesmith.runfolder import plots
 
     parts = [_metrics_table(run.metrics), *_recomputed_note(run, scored.scores())]
     names, labels, predictions = scored.names, scored.labels, scored.predictions
@@ -147,7 +147,7 @@ def _worst(scored: Scored, splits: Splits) -> str:
 def _regression_results(
     run: FinishedRun, predictor: Any, splits: Splits, figures: Figures
 ) -> tuple[str, str]:
-    from tunesmith.runs import plots
+    from tunesmith.runfolder import plots
 
     validation, columns = splits.datasets["validation"], splits.columns
     labels = np.asarray(validation["labels"]).astype(np.float64)

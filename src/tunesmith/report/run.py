@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from tunesmith.errors import UserError
-from tunesmith.runs.layout import CONFIG, METRICS, METRICS_LOG, read_decisions, read_log
+from tunesmith.runfolder.layout import CONFIG, METRICS, METRICS_LOG, read_decisions, read_log
 
 
 @dataclass

@@ -15,7 +15,7 @@ import yaml
 from tunesmith.report.html import Figures, _nav, _note, _p, _section, _table
 from tunesmith.report.results import _metrics_table
 from tunesmith.report.run import FinishedRun, Splits
-from tunesmith.runs.layout import METRICS
+from tunesmith.runfolder.layout import METRICS
 
 TOKEN_LENGTH_SAMPLE = 20_000  # training rows tokenized for the histogram: enough for its shape
 TOP_PAIRS = 10  # multi-label: the most frequent label pairs listed under the co-occurrence map
@@ -76,7 +76,7 @@ def _config_value(value: Any) -> str:
 def _data(
     run: FinishedRun, predictor: Any, splits: Splits | None, problem: str | None, figures: Figures
 ) -> str:
-    from tunesmith.runs import plots
+    from tunesmith.runfolder import plots
 
     info = run.metrics.get("data", {})
     rows_then = info.get("rows", {})
@@ -165,7 +165,7 @@ def _data(
 def _cooccurrence(train_labels: np.ndarray, names: list[str], figures: Figures) -> str:
     """Multi-label: how many labels training rows carry, which labels come together (a K x K
     map, most frequent labels first) and the most frequent pairs."""
-    from tunesmith.runs import plots
+    from tunesmith.runfolder import plots
 
     order = np.argsort(-train_labels.sum(0), kind="stable")
     rows = train_labels[:, order].astype(np.int64)
@@ -220,7 +220,7 @@ def _token_lengths(train: Any, columns: Any, tokenizer: Any) -> np.ndarray:
 
 
 def _curves(run: FinishedRun, figures: Figures) -> str:
-    from tunesmith.runs import plots
+    from tunesmith.runfolder import plots
 
     records = [r for r in run.records if "step" in r]
     if not records:

@@ -172,7 +172,7 @@ class SingleLabel:
         return {"temperature": temperature}, replace(evaluation, logits=logits, details=details)
 
     def plots(self, ds: Dataset, evaluation: Evaluation, output_dir: Path) -> None:
-        from tunesmith.runs import plots  # matplotlib: ~1 s that prediction never needs
+        from tunesmith.runfolder import plots  # matplotlib: ~1 s that prediction never needs
 
         plots.plot_confusion_matrix(
             np.asarray(ds["labels"]),

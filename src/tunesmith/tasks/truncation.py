@@ -28,8 +28,11 @@ def tokenizer_keeping(
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     backend.no_truncation()
     backend.no_padding()
-    names = [n for n in ("input_ids", "token_type_ids", "attention_mask")]
-    names = [n for n in names if n in tokenizer.model_input_names]
+    names = [
+        n
+        for n in tokenizer.model_input_names
+        if n in ("input_ids", "token_type_ids", "attention_mask")
+    ]
 
     def tokenize(texts: list[str], pairs: list[str] | None) -> dict[str, list]:
         budget = max_length - tokenizer.num_special_tokens_to_add(pair=pairs is not None)

@@ -11,8 +11,8 @@ import torch
 
 from tunesmith.config import Config
 from tunesmith.errors import UserError
-from tunesmith.runs import layout
-from tunesmith.runs.log import MetricsLog
+from tunesmith.runfolder import layout
+from tunesmith.runfolder.log import MetricsLog
 from tunesmith.training.finish import finish
 from tunesmith.training.loop import fit
 from tunesmith.training.resume import restore, resume_point

@@ -12,8 +12,8 @@ from tunesmith.compute import hardware
 from tunesmith.compute.batching import padding_share
 from tunesmith.errors import UserError
 from tunesmith.metrics import Evaluation
-from tunesmith.runs import checkpoint, layout, plots
-from tunesmith.runs.log import MetricsLog
+from tunesmith.runfolder import checkpoint, layout, plots
+from tunesmith.runfolder.log import MetricsLog
 from tunesmith.training.state import Progress, TrainingRun
 
 

@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from tunesmith import metrics
 from tunesmith.errors import Interrupted, UserError
 from tunesmith.metrics import Evaluation
-from tunesmith.runs import checkpoint
-from tunesmith.runs.log import MetricsLog, tracker_scalars
+from tunesmith.runfolder import checkpoint
+from tunesmith.runfolder.log import MetricsLog, tracker_scalars
 from tunesmith.tasks import Task
 from tunesmith.training.resume import save_checkpoint
 from tunesmith.training.state import Progress, TrainingRun, fmt, say

@@ -12,7 +12,7 @@ from accelerate.utils import gather_object
 
 from tunesmith.config import Config, config_to_dict
 from tunesmith.errors import UserError
-from tunesmith.runs import checkpoint, layout
+from tunesmith.runfolder import checkpoint, layout
 from tunesmith.training.state import Progress, TrainingRun, say
 
 

@@ -26,8 +26,8 @@ from tunesmith.config import Config, TrainConfig, config_to_dict, save_config
 from tunesmith.errors import UserError
 from tunesmith.models import add_lora, freeze, layer_count, load_tokenizer
 from tunesmith.preprocess import PreparedData, prepare_data
-from tunesmith.runs import checkpoint, layout
-from tunesmith.runs.log import flat_config
+from tunesmith.runfolder import checkpoint, layout
+from tunesmith.runfolder.log import flat_config
 from tunesmith.tasks import Task, few_shot
 from tunesmith.tasks.few_shot import Method
 from tunesmith.training.optim import build_optimizer, build_scheduler

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from tunesmith.runs.layout import read_log
+from tunesmith.runfolder.layout import read_log
 
 
 class MetricsLog:

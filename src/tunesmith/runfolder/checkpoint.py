@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith.runs.layout import (
+from tunesmith.runfolder.layout import (
     CHECKPOINTS,
     CONFIG,
     DECISIONS,
