@@ -7,8 +7,9 @@ Each arm fine-tunes builtin:minilm-l6 with the defaults but for data.max_length 
 data.truncation, on ../shared/data/<set>/train.csv (validation held out of it as the defaults
 do), and scores test.csv with the exported model: accuracy and macro-F1 on every test text, and
 accuracy on the texts longer than the model's 512 positions (where every arm loses something).
-Arms: `128` (today's default: the first 128 tokens), `512` (the first 512, MiniLM's limit),
-`512-tail` (the last 512), `512-head+tail` (the first 128 and the last 382, Sun et al. 2019).
+Arms: `128` (the first 128 tokens, the old default), `256`, `384`, `512` (the first N; 512 is
+MiniLM's limit), `512-tail` (the last 512), `N-head+tail` (the first quarter and the last three
+quarters: at 512 the first 128 and last 382, Sun et al. 2019).
 Every run appends a line to --log with the CPU it ran on; the table beside the log
 (long_texts.md) gives each data set and arm's mean over the seeds in the log.
 """
@@ -35,6 +36,9 @@ from tunesmith.models import load_tokenizer
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ARMS = {  # name -> (data.max_length, data.truncation)
     "128": (128, "head"),
+    "256": (256, "head"),
+    "256-head+tail": (256, "head+tail"),
+    "384": (384, "head"),
     "512": (512, "head"),
     "512-tail": (512, "tail"),
     "512-head+tail": (512, "head+tail"),
@@ -59,6 +63,7 @@ def run_arm(data: str, arm: str, seed: int, epochs: float, root: Path) -> dict:
         }
     )
     wall = time.perf_counter() - started
+    decisions = json.loads((out / "decisions.json").read_text(encoding="utf-8"))
     test = pd.read_csv(DATA / data / "test.csv")
     predicted = [p["label"] for p in Predictor(out).predict_texts(test["text"].tolist())]
     lengths = np.asarray(
@@ -81,6 +86,7 @@ def run_arm(data: str, arm: str, seed: int, epochs: float, root: Path) -> dict:
         "train_rows_cut": result["data"]["truncated_rows"]["train"],
         "train_rows": result["data"]["rows"]["train"],
         "optimizer_steps": result["train"]["optimizer_steps"],
+        "rows_per_step": decisions["rows_per_step"],
         "train_seconds": result["train"]["seconds"],
         "wall_seconds": round(wall, 1),
         "cpu": hardware.describe()["cpu"],

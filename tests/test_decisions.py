@@ -52,6 +52,7 @@ def test_a_few_shot_run_records_what_it_decided(tiny_model, tmp_path):
         "precision",
         "frozen",
         "micro_batch",
+        "rows_per_step",
         "pad_to_multiple_of",
         "eval_max_tokens_per_batch",
         "optimizer_steps",

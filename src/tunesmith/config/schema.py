@@ -83,8 +83,12 @@ class TrainConfig:
     # Token-budget batches cut from one shuffled, length-sorted pool of rows: more batches per
     # pool means less padding, fewer means more varied batches.
     bucket_pool_batches: int = 4
-    # Micro-batches summed into one optimizer step.
-    gradient_accumulation_steps: int = 1
+    # Micro-batches summed into one optimizer step; unset: classifiers take as many as hold
+    # train.rows_per_step rows on average (1 where one micro-batch does), language models 1.
+    gradient_accumulation_steps: int | None = None
+    # Classifiers: rows an optimizer step sees on average at least (the course's batch of 8),
+    # so long rows, one per token-budget micro-batch at max_length=512, still make a batch.
+    rows_per_step: int = 8
     # Clip the gradient's global norm to this value; 0 disables clipping.
     max_grad_norm: float = 1.0
     # Dropout on attention probabilities, replacing the model's own rate; 0 lets PyTorch run its

@@ -157,6 +157,7 @@ def _validate(cfg: Config) -> list[str]:
         "train.max_tokens_per_batch": t.max_tokens_per_batch,
         "train.eval_max_tokens_per_batch": t.eval_max_tokens_per_batch,
         "train.gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "train.rows_per_step": t.rows_per_step,
         "train.logging_steps": t.logging_steps,
         "train.bucket_pool_batches": t.bucket_pool_batches,
         "train.micro_batch_size": t.micro_batch_size,

@@ -55,6 +55,7 @@ class SequenceClassification:
     freezes_bottom_layers_on_cpu = True  # train.freeze_layers unset: see TrainConfig
     packs = False  # one row per sample, padded
     cuts_into_blocks = False  # one sample per row: a row at max_length was truncated
+    accumulates_to_rows = True  # long rows must not shrink an optimizer step to one row
     evaluate_before_training = False  # a fresh head scores chance; the majority class says more
     peft_task_type = "SEQ_CLS"  # peft then trains the fresh head fully, beside the adapters
 

@@ -56,6 +56,9 @@ class LanguageModeling:
     freeze_word_embeddings = False
     kept_columns = ()  # samples are built from the text; grouping changes the row count
     freezes_bottom_layers_on_cpu = False  # adaptation reaches into every layer
+    # Unmeasured for language models, whose samples are blocks or packed rows: one step per
+    # micro-batch unless train.gradient_accumulation_steps says otherwise.
+    accumulates_to_rows = False
     evaluate_before_training = True  # the pretrained perplexity is what adaptation improves on
     stratify_column = None  # no classes to balance in held-out validation
 

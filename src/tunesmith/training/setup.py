@@ -54,11 +54,20 @@ def build(cfg: Config, fresh: bool) -> TrainingRun:
     model, frozen = model_to_train(cfg, t, model, task, accelerator, precision)
     open_output_dir(cfg, t, accelerator, fresh)
     sampler, train_loader = make_loader(t, prepared, task, tokenizer, pad_multiple)
+    t = resolve_accumulation(t, sampler, task, accelerator.num_processes)
     optimizer = make_optimizer(cfg, t, model, method)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     steps_per_epoch, total_steps, scheduler = make_schedule(t, optimizer, train_loader)
     batch = announce(
-        cfg, t, accelerator, prepared, precision, precision_reason, frozen, total_steps
+        cfg,
+        t,
+        accelerator,
+        prepared,
+        precision,
+        precision_reason,
+        frozen,
+        sampler,
+        total_steps,
     )
     eval_interval = t.eval_every_steps or (
         math.ceil(steps_per_epoch / t.evals_per_epoch) if t.evals_per_epoch else None
@@ -229,6 +238,20 @@ def make_loader(
     return sampler, train_loader
 
 
+def resolve_accumulation(
+    t: TrainConfig, sampler: TokenBudgetBatchSampler, task: Task, processes: int
+) -> TrainConfig:
+    """train.gradient_accumulation_steps, or when unset, for a classifier, enough micro-batches
+    that an optimizer step sees train.rows_per_step rows on average over the first epoch's
+    batches (all processes together); the same count on every resume, as the batches are."""
+    if t.gradient_accumulation_steps is not None:
+        return t
+    steps = 1
+    if task.accumulates_to_rows:
+        steps = max(1, math.ceil(t.rows_per_step / rows_per_optimizer_step(1, sampler, processes)))
+    return dataclasses.replace(t, gradient_accumulation_steps=steps)
+
+
 def make_optimizer(
     cfg: Config, t: TrainConfig, model: torch.nn.Module, method: Method
 ) -> torch.optim.Optimizer:
@@ -257,6 +280,7 @@ def announce(
     precision: str,
     precision_reason: str,
     frozen: str,
+    sampler: TokenBudgetBatchSampler,
     total_steps: int,
 ) -> str:
     """The startup line: what trains, how and for how long (after a warning of truncated rows,
@@ -275,6 +299,9 @@ def announce(
             f"{truncated}; raise data.max_length to keep more of each text",
         )
     engine = f" ({accelerator.distributed_type.value})" if accelerator.num_processes > 1 else ""
+    rows_per_step = rows_per_optimizer_step(
+        t.gradient_accumulation_steps, sampler, accelerator.num_processes
+    )
     how = f"method {method.name} ({method.reason}); " if task.kind == "classification" else ""
     unlabelled = prepared.summary.get("rows_without_labels", {}).get("train")
     none = f" ({unlabelled} training rows carry none of the labels)" if unlabelled else ""
@@ -283,8 +310,8 @@ def announce(
         f"{task.describe()}, rows {prepared.summary['rows']}{none}; {how}"
         f"precision {precision} ({precision_reason}); frozen: {frozen}; "
         f"micro-batch {batch} x {t.gradient_accumulation_steps} accumulation x "
-        f"{accelerator.num_processes} process(es){engine}; "
-        f"{total_steps} optimizer steps",
+        f"{accelerator.num_processes} process(es){engine} = {rows_per_step:.1f} rows per "
+        f"optimizer step on average; {total_steps} optimizer steps",
     )
     return batch
 
@@ -312,12 +339,27 @@ def record_decisions(run: TrainingRun, frozen: str, batch: str, pad_multiple: in
         "precision": {"name": run.precision, "reason": run.precision_reason},
         "frozen": frozen,
         "micro_batch": batch,
+        "rows_per_step": round(
+            rows_per_optimizer_step(
+                run.train.gradient_accumulation_steps, run.sampler, run.accelerator.num_processes
+            ),
+            2,
+        ),
         "pad_to_multiple_of": pad_multiple,
         "eval_max_tokens_per_batch": run.eval_max_tokens,
         "optimizer_steps": run.total_steps,
         "eval_every_steps": run.eval_interval,
     }
     checkpoint.write_json(run.output_dir / layout.DECISIONS, decisions)
+
+
+def rows_per_optimizer_step(
+    accumulation: int, sampler: TokenBudgetBatchSampler, processes: int
+) -> float:
+    """Training rows a full optimizer step of `accumulation` micro-batches on each process sees
+    on average over the first epoch (every process's together)."""
+    batches = sampler.batches()
+    return sum(len(b) for b in batches) / max(1, len(batches)) * accumulation * processes
 
 
 def _frozen_parts(t: TrainConfig, task: Task, layer_count: int, on_cpu: bool) -> tuple[bool, int]:
