@@ -86,7 +86,7 @@ class TrainConfig:
     # Micro-batches summed into one optimizer step; unset: classifiers take as many as hold
     # train.rows_per_step rows on average (1 where one micro-batch does), language models 1.
     gradient_accumulation_steps: int | None = None
-    # Classifiers: rows an optimizer step sees on average at least (the course's batch of 8),
+    # Classifiers: rows an optimizer step sees on average, at least (within 5%; the course's 8),
     # so long rows, one per token-budget micro-batch at max_length=512, still make a batch.
     rows_per_step: int = 8
     # Clip the gradient's global norm to this value; 0 disables clipping.

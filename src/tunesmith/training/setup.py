@@ -242,13 +242,16 @@ def resolve_accumulation(
     t: TrainConfig, sampler: TokenBudgetBatchSampler, task: Task, processes: int
 ) -> TrainConfig:
     """train.gradient_accumulation_steps, or when unset, for a classifier, enough micro-batches
-    that an optimizer step sees train.rows_per_step rows on average over the first epoch's
-    batches (all processes together); the same count on every resume, as the batches are."""
+    that an optimizer step sees train.rows_per_step rows on average (within 5%) over the first
+    epoch's batches, all processes together; the same count on every resume, as the batches
+    are."""
     if t.gradient_accumulation_steps is not None:
         return t
     steps = 1
     if task.accumulates_to_rows:
-        steps = max(1, math.ceil(t.rows_per_step / rows_per_optimizer_step(1, sampler, processes)))
+        # The fewest micro-batches within 5% of the target: 3.99 rows per micro-batch take 2.
+        needed = t.rows_per_step / rows_per_optimizer_step(1, sampler, processes)
+        steps = max(1, math.ceil(0.95 * needed))
     return dataclasses.replace(t, gradient_accumulation_steps=steps)
 
 
