@@ -68,6 +68,18 @@ def tiny_model(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def wide_model(tiny_model, tmp_path_factory) -> Path:
+    """The tiny BERT with 512 positions, as real models have (for data.max_length=auto)."""
+    path = tmp_path_factory.mktemp("wide-bert")
+    config = BertConfig.from_pretrained(tiny_model)
+    config.max_position_embeddings = 512
+    torch.manual_seed(0)
+    BertForMaskedLM(config).save_pretrained(path)
+    BertTokenizerFast.from_pretrained(tiny_model).save_pretrained(path)
+    return path
+
+
 def sentence(rng: random.Random, words: list[str]) -> str:
     body = [rng.choice(FILLER) for _ in range(rng.randint(2, 8))]
     body.insert(rng.randrange(len(body) + 1), rng.choice(words))

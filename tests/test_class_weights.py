@@ -70,7 +70,7 @@ def test_a_run_with_balanced_weights_names_them(tiny_model, tmp_path, capsys):
     err = capsys.readouterr().err
     negatives = sum(r["label"] == "negative" for r in skewed)
     expected = len(skewed) / (2 * negatives)
-    assert f"class weights {{negative: {expected:.3g}, positive:" in err
+    assert f"class weights (balanced) {{negative: {expected:.3g}, positive:" in err
     assert json.loads((out / "metrics.json").read_text())["validation"]["accuracy"] >= 0
     assert main(["train", *args, "overwrite=true", "train.class_weights={neutral: 2}"]) == 2
     assert "'neutral', not among the classes negative, positive" in capsys.readouterr().err

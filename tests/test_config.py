@@ -171,7 +171,7 @@ def test_unknown_key_with_nothing_close_has_no_suggestion():
         ("train.max_steps=2.5", "train.max_steps must be a whole number"),
         ("train.epochs=many", "train.epochs must be a number"),
         ("overwrite=maybe", "overwrite must be true or false"),
-        ("data.max_length=true", "data.max_length must be a whole number"),
+        ("data.max_length=true", "data.max_length must be auto or a whole number"),
         ("label_names=3", "label_names must be a list"),
         ("model=[a, b]", "model must be a single value"),
     ],
@@ -219,7 +219,6 @@ def test_several_validation_problems_are_reported_together():
         ("few_shot.label_name_template=about", "few_shot.label_name_template must hold {}"),
         ("train.warmup_ratio=1", "train.warmup_ratio must be in [0, 1)"),
         ("train.weight_decay=-0.1", "train.weight_decay and train.max_grad_norm must be >= 0"),
-        ("train.max_tokens_per_batch=16", "train.max_tokens_per_batch=16 cannot hold"),
     ],
 )
 def test_invalid_values(override, expected):
@@ -229,6 +228,13 @@ def test_invalid_values(override, expected):
 @pytest.mark.parametrize("task", ["auto", "classification", "regression"])
 def test_valid_tasks(task):
     assert load_config(None, ["data.train=t.csv", f"task={task}"]).task == task
+
+
+def test_a_fixed_length_must_fit_the_token_budget():
+    error = error_of(["data.train=t.csv", "data.max_length=128", "train.max_tokens_per_batch=16"])
+    assert "train.max_tokens_per_batch=16 cannot hold one example of data.max_length=128" in error
+    # auto never picks a length past the budget
+    assert load_config(None, ["data.train=t.csv", "train.max_tokens_per_batch=16"])
 
 
 def test_small_token_budget_is_fine_with_a_fixed_micro_batch():

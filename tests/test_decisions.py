@@ -40,6 +40,7 @@ def test_a_few_shot_run_records_what_it_decided(tiny_model, tmp_path):
     assert set(decisions) == {
         "task",
         "labels",
+        "class_weights",
         "method",
         "train",
         "train_settings_set_by",

@@ -26,7 +26,7 @@ from tunesmith.config import DataConfig
 from tunesmith.errors import UserError
 from tunesmith.infer import Predictor
 from tunesmith.infer.serve import create_app
-from tunesmith.metrics import tune_thresholds
+from tunesmith.metrics import THRESHOLD_GRID, threshold_tuning, tune_thresholds
 from tunesmith.tasks.multi_label import label_names, label_sets
 
 
@@ -110,6 +110,23 @@ def test_thresholds_are_tuned_per_label_with_a_fallback_for_rare_ones(monkeypatc
     assert 0.3 <= thresholds[0] <= 0.45  # between the negatives' top and the positives' floor
 
 
+def test_a_label_without_signal_takes_the_shared_threshold():
+    """Its own best threshold would be the lowest, "almost always", whose F1 is just that of
+    marking it on every row: it falls back to the threshold shared by all labels."""
+    rng = np.random.default_rng(0)
+    labels = np.zeros((400, 2), dtype=int)
+    labels[:120, 0] = 1  # learnt: its probabilities separate
+    labels[rng.choice(400, 40, replace=False), 1] = 1  # 10% base rate, noise for probabilities
+    probabilities = np.c_[labels[:, 0] * 0.5 + rng.random(400) * 0.45, rng.random(400) * 0.3]
+
+    thresholds, shared = threshold_tuning(probabilities, labels)
+    own = THRESHOLD_GRID[0]  # what label 1 would get on its own: the F1-best, degenerate one
+
+    assert list(shared) == [False, True]
+    assert thresholds[1] != own and thresholds[1] == tune_thresholds(probabilities, labels)[1]
+    assert 0.45 <= thresholds[0] <= 0.5
+
+
 @pytest.fixture(scope="module")
 def run(tiny_model, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("multi-label")
@@ -140,6 +157,9 @@ def test_a_run_learns_and_reports_every_label(run):
     per_label = metrics["validation_details"]["per_label"]
     assert set(per_label) == {"mention", "neg", "pos"} and per_label["pos"]["support"] > 0
     assert "at_threshold_0.5" in metrics["validation_details"]
+    assert metrics["validation_details"]["labels_on_shared_threshold"] == []  # all learnt
+    decisions = json.loads((run / "decisions.json").read_text())
+    assert set(decisions["class_weights"]) == {"mention", "neg", "pos"}  # auto: balanced
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["problem_type"] == "multi_label_classification"
     assert config["id2label"] == {"0": "mention", "1": "neg", "2": "pos"}

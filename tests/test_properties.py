@@ -323,7 +323,9 @@ def _plausible(key: str) -> st.SearchStrategy:
         return st.lists(IDENTIFIERS, min_size=2, max_size=3)
     if typing.get_origin(tp) is dict:  # train.class_weights: a mapping, or its one name
         mapping = st.dictionaries(IDENTIFIERS, st.floats(0.1, 5.0), max_size=3)
-        return mapping | st.just("balanced")
+        return mapping | st.sampled_from(["balanced", "auto"])
+    if typing.get_args(tp) == (int, str):  # data.max_length: a number, or auto
+        return st.integers(1, 4096) | st.just("auto")
     return {
         bool: st.booleans(),
         int: st.integers(1, 4096),
@@ -343,6 +345,8 @@ def _wild(key: str) -> st.SearchStrategy:
         typed = st.lists(ANYTHING, max_size=3)
     elif typing.get_origin(tp) is dict:
         typed = st.dictionaries(st.text(max_size=4) | st.integers(), ANYTHING, max_size=3)
+    elif typing.get_args(tp) == (int, str):
+        typed = st.integers() | st.text()
     else:
         typed = typed[tp]
     return typed | ANYTHING | st.sampled_from(YAMLISH)
@@ -387,6 +391,8 @@ def assert_typed(obj) -> None:
                 continue
             # `dict[str, float] | str`: whichever of the two the value is
             (tp,) = [a for a in args if isinstance(value, typing.get_origin(a) or a)]
+        elif typing.get_args(tp) == (int, str):  # `int | str`: whichever of the two the value is
+            tp = type(value) if type(value) in (int, str) else tp
         if typing.get_origin(tp) is list:
             assert isinstance(value, list) and all(isinstance(v, str) for v in value), f.name
         elif typing.get_origin(tp) is dict:

@@ -340,7 +340,7 @@ def test_compare_sets_each_class_recall_beside_the_other_run(
     validation = section(out.read_text(encoding="utf-8"), "validation")
     assert f"<h3>Against {balanced_run.name}</h3>" in validation
     settings = table_rows(table_with(validation, "setting"))
-    assert ["train.class_weights", "null", "balanced"] in settings
+    assert ["train.class_weights", "auto", "balanced"] in settings
     table = table_with(validation, "recall (other)")
     assert header_of(table)[:5] == ["class", "support", "recall", "recall (other)", "Δ recall"]
     mine, theirs = validation_recall(classification_run), validation_recall(balanced_run)
@@ -408,3 +408,34 @@ def test_compare_refuses_other_validation_rows(classification_run, balanced_run,
     )
     assert f"data.validation: {classification_run.parent / 'validation.csv'} vs {validation}" in err
     assert not out.exists()
+
+
+def test_long_rows_get_scores_by_token_length(tiny_model, tmp_path):
+    """Rows past max_length: the validation section splits its scores by token length."""
+    rng = random.Random(0)
+
+    def padded(rows: list[dict]) -> list[dict]:  # a third of the rows past 150 tokens
+        filler = "the film was " * 50
+        return [{**r, "text": r["text"] + " " + filler * (rng.random() < 1 / 3)} for r in rows]
+
+    run = train(
+        tiny_model,
+        write_csv(tmp_path / "train.csv", padded(sentiment_rows(60, seed=1))),
+        write_csv(tmp_path / "validation.csv", padded(sentiment_rows(30, seed=2))),
+        tmp_path / "run",
+        "train.max_steps=2",
+        "data.max_length=48",
+        "train.max_tokens_per_batch=768",
+    )
+    page = write_report(run).read_text(encoding="utf-8")
+
+    table = table_with(section(page, "validation"), "cut at 48")
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", table)
+    spans = cells[0::4]
+    assert spans[0] in ("1-64", "65-128") and spans[-1] in ("129-256", "257-512")
+    assert sum(int(c) for c in cells[1::4]) == 30  # every validation row in one bucket
+    assert cells[3::4][0] in ("no", "some") and cells[3::4][-1] == "yes"
+
+
+def test_short_rows_get_no_length_table(classification_report):
+    assert "By token length" not in classification_report

@@ -7,7 +7,7 @@ import json
 import random
 from pathlib import Path
 
-from conftest import sentiment_rows, write_csv
+from conftest import assert_same_weights, resume_from_first_checkpoint, sentiment_rows, write_csv
 
 from tunesmith.cli import main
 
@@ -67,3 +67,25 @@ def test_a_target_and_a_fixed_count(tiny_model, tmp_path):
         tiny_model, rows, tmp_path / "g2", *fit, "train.gradient_accumulation_steps=2"
     )
     assert decisions["train"]["gradient_accumulation_steps"] == 2  # a set count is kept
+
+
+def test_a_run_of_accumulated_long_rows_resumes_exactly(wide_model, tmp_path):
+    """auto's length and the accumulation count are decided again on resume: the same ones."""
+    rows = long_rows(96, seed=1)
+    data = write_csv(tmp_path / "long.csv", rows)
+    out = tmp_path / "run"
+    args = [
+        "train",
+        f"model={wide_model}",
+        f"data.train={data}",
+        f"output_dir={out}",
+        "train.method=fine-tune",
+        "train.epochs=2",
+        "train.max_tokens_per_batch=96",
+        "checkpoint.every_steps=5",
+    ]
+    assert main(args) == 0
+    decisions = json.loads((out / "decisions.json").read_text())
+    assert decisions["max_length"]["value"] > 64 and decisions["rows_per_step"] >= 7.6
+    resume_from_first_checkpoint(out, tmp_path / "resumed")
+    assert_same_weights(out, tmp_path / "resumed")

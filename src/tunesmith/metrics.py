@@ -18,6 +18,10 @@ LOWER_IS_BETTER = frozenset({"mse", "loss", "perplexity"})
 # label needs before it gets its own (rarer ones take the one threshold best for all labels).
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
 MIN_POSITIVES_TO_TUNE = 5
+# A label keeps its own threshold only when its F1 there beats, by this much, the F1 of marking
+# it on every row (2p / (1 + p) at base rate p): a label the model has not learnt would otherwise
+# get the lowest threshold, "almost always", which is the F1-best choice when nothing is known.
+BASE_RATE_MARGIN = 0.1
 
 
 @dataclass
@@ -30,6 +34,7 @@ class Evaluation:
     finite: bool
     logits: np.ndarray | None = None
     details: dict | None = None
+    note: str | None = None  # a line for the user about what fitting on this split decided
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict:
@@ -123,8 +128,17 @@ def per_label(labels: np.ndarray, predictions: np.ndarray, names: list[str]) -> 
 
 
 def tune_thresholds(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per label, the grid threshold with the best F1 on these rows; labels with fewer than
-    MIN_POSITIVES_TO_TUNE positives take the single threshold with the best micro-F1."""
+    """Each label's threshold (see `threshold_tuning`)."""
+    return threshold_tuning(probabilities, labels)[0]
+
+
+def threshold_tuning(
+    probabilities: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds, shared): per label the grid threshold with the best F1 on these rows; labels
+    with fewer than MIN_POSITIVES_TO_TUNE positives, or whose best F1 does not beat their
+    base-rate F1 by BASE_RATE_MARGIN, take the single threshold with the best micro-F1 (shared
+    is True for them)."""
     labels = labels.astype(bool)
     above = probabilities[:, :, None] >= THRESHOLD_GRID[None, None, :]  # rows x labels x grid
     tp = (above & labels[:, :, None]).sum(0)
@@ -135,7 +149,10 @@ def tune_thresholds(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray
         micro = np.nan_to_num(2 * tp.sum(0) / (2 * tp.sum(0) + fp.sum(0) + fn.sum(0)))
     overall = THRESHOLD_GRID[micro.argmax()]
     tuned = THRESHOLD_GRID[f1.argmax(1)]
-    return np.where(labels.sum(0) >= MIN_POSITIVES_TO_TUNE, tuned, overall)
+    base_rate = labels.mean(0) if len(labels) else np.zeros(labels.shape[1])
+    base_rate_f1 = 2 * base_rate / (1 + base_rate)
+    shared = (labels.sum(0) < MIN_POSITIVES_TO_TUNE) | (f1.max(1) < base_rate_f1 + BASE_RATE_MARGIN)
+    return np.where(shared, overall, tuned), shared
 
 
 def majority_baseline(train_labels: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:

@@ -57,6 +57,16 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def position_limit(name: str, tokenizer: PreTrainedTokenizerBase) -> int:
+    """The most tokens a row of model `name` may have: its position embeddings, or its
+    tokenizer's limit where that is lower (RoBERTa's 514 positions hold 512 tokens)."""
+    config = AutoConfig.from_pretrained(resolve_model(name))
+    limits = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
+    # Tokenizers without a limit report a huge sentinel (int(1e30)).
+    known = [x for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
+    return min(known, default=512)
+
+
 # How architectures name the dropout on attention probabilities (BERT family, DistilBERT/BART/
 # Llama, GPT-2).
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")

@@ -21,8 +21,10 @@ from transformers import PreTrainedTokenizerBase
 
 from tunesmith import data
 from tunesmith.config import Config, DataConfig
+from tunesmith.models import position_limit
 from tunesmith.tasks import Task, few_shot, task_class
 from tunesmith.tasks.few_shot import Method
+from tunesmith.tasks.lengths import LengthChoice, choose_max_length
 
 
 @dataclass
@@ -34,6 +36,7 @@ class PreparedData:
     test: Dataset | None
     summary: dict
     validation_source: dict  # where validation came from (decisions.json)
+    max_length: LengthChoice  # data.max_length, resolved: every later step reads this one
 
 
 def default_cache_dir() -> Path:
@@ -179,12 +182,15 @@ def prepare_data(
     cache_dir = Path(d.cache_dir or default_cache_dir() / "tokenized").expanduser()
     tokenized, hits = {}, []
     with accelerator.main_process_first():
+        length = resolve_max_length(cfg, task, tokenizer, splits["train"], cache_dir, accelerator)
         for name, ds in splits.items():
-            tokenized[name], hit = tokenize_cached(ds, task, tokenizer, d.max_length, cache_dir)
+            tokenized[name], hit = tokenize_cached(
+                ds, task, tokenizer, length.max_length, cache_dir
+            )
             hits.append(hit)
     dropped = {}
     for name, ds in tokenized.items():
-        kept = task.keep_trainable(ds, name, d.max_length)
+        kept = task.keep_trainable(ds, name, length.max_length)
         dropped[name] = len(ds) - len(kept)
         if name != "train":  # training masks afresh every epoch; the others are masked once
             kept = task.fix_eval_masks(kept, tokenizer, cfg.train.seed)
@@ -200,7 +206,7 @@ def prepare_data(
         "truncated_rows": {
             name: 0
             if task.cuts_into_blocks
-            else int((np.asarray(ds["length"]) >= d.max_length).sum())
+            else int((np.asarray(ds["length"]) >= length.max_length).sum())
             for name, ds in tokenized.items()
         },
         "tokenization": "cached" if all(hits) else "computed",
@@ -217,4 +223,27 @@ def prepare_data(
         tokenized.get("test"),
         summary,
         made.validation,
+        length,
     )
+
+
+def resolve_max_length(
+    cfg: Config,
+    task: Task,
+    tokenizer: PreTrainedTokenizerBase,
+    train: Dataset,
+    cache_dir: Path,
+    accelerator: Accelerator,
+) -> LengthChoice:
+    """data.max_length as given, or for auto, a classifier's length chosen from its training rows
+    (tokenized once up to the model's limit, through the cache) and a language model's 128."""
+    d, t = cfg.data, cfg.train
+    if d.max_length != "auto":
+        return LengthChoice(int(d.max_length), f"data.max_length={d.max_length}", 0.0, 0.0)
+    if not task.chooses_max_length:
+        return LengthChoice(128, "auto: 128 for language models", 0.0, 0.0)
+    limit = position_limit(cfg.model, tokenizer)
+    if t.micro_batch_size is None:  # a token-budget micro-batch must hold one row
+        limit = min(limit, t.max_tokens_per_batch)
+    whole, _ = tokenize_cached(train, task, tokenizer, limit, cache_dir)
+    return choose_max_length(np.asarray(whole["length"]), limit, accelerator.device.type)

@@ -43,8 +43,10 @@ class DataConfig:
     label_columns: list[str] | None = None
     # Share of train held out for validation when no validation split exists (stratified).
     validation_fraction: float = 0.1
-    # Tokens per example after truncation.
-    max_length: int = 128
+    # Tokens per example after truncation. auto: 128 where the training rows fit in it; for
+    # longer rows the shortest length (in steps of 64) holding 90% of them whole, up to the
+    # model's positions, and on a CPU up to 256 (see docs/data.md). Language models: 128.
+    max_length: int | str = "auto"
     # Which tokens of a longer text a classifier keeps: head (the start), tail (the end), or
     # head+tail (its first quarter and last three quarters, where reviews and articles often
     # conclude). A pair cuts its longer text first. Prediction cuts as training did.
@@ -131,8 +133,10 @@ class TrainConfig:
     # On a NaN/inf loss: stop (naming the step and rows) or skip that optimizer step and count it.
     on_nonfinite_loss: str = "stop"
     # Class weights in a classifier's loss, for skewed classes: none; balanced (each class
-    # weighs rows / (classes x its rows)); or {name: weight}, unnamed classes weighing 1.
-    class_weights: dict[str, float] | str | None = None
+    # weighs rows / (classes x its rows); multi-label: a label's positives weigh its negatives /
+    # positives); {name: weight}, unnamed classes weighing 1; or auto: balanced for multi-label
+    # runs, none for single-label ones (see docs/defaults.md).
+    class_weights: dict[str, float] | str | None = "auto"
     # How a classifier learns: fine-tune (the course's recipe), few-shot (a head fitted on the
     # sentence embedding, then end to end: for a few rows per class), or auto (few-shot when the
     # median class has at most few_shot.max_rows_per_class training rows).

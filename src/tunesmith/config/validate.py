@@ -37,6 +37,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         kinds = [a for a in typing.get_args(tp) if a is not type(None)]
         # `dict[str, float] | str`: the mapping when a mapping was given, else the name.
         tp = kinds[0] if isinstance(value, dict) or len(kinds) == 1 else kinds[-1]
+    elif typing.get_args(tp) == (int, str):  # `int | str`: a number, or a word such as auto
+        try:
+            return _coerce(key, value, int)
+        except ValueError:
+            tp = str
     origin = typing.get_origin(tp)
     if origin is dict:
         if not isinstance(value, dict):
@@ -125,9 +130,9 @@ def _validate(cfg: Config) -> list[str]:
         problems.append(f"train.method must be one of {', '.join(METHODS)}, got {t.method!r}")
     if t.on_nonfinite_loss not in ("stop", "skip"):
         problems.append("train.on_nonfinite_loss must be stop or skip")
-    if isinstance(t.class_weights, str) and t.class_weights != "balanced":
+    if isinstance(t.class_weights, str) and t.class_weights not in ("auto", "balanced"):
         problems.append(
-            f"train.class_weights must be none, balanced or {{class: weight}}, got "
+            f"train.class_weights must be auto, none, balanced or {{class: weight}}, got "
             f"{t.class_weights!r}"
         )
     if isinstance(t.class_weights, dict) and not all(w > 0 for w in t.class_weights.values()):
@@ -152,8 +157,10 @@ def _validate(cfg: Config) -> list[str]:
         problems.append("no training data: set data.train=FILE or data.dataset=NAME")
     if not 0.0 < d.validation_fraction < 1.0:
         problems.append("data.validation_fraction must be between 0 and 1 (exclusive)")
+    if isinstance(d.max_length, str) and d.max_length != "auto":
+        problems.append(f"data.max_length must be auto or a whole number, got {d.max_length!r}")
     positive = {
-        "data.max_length": d.max_length,
+        "data.max_length": d.max_length if isinstance(d.max_length, int) else None,
         "train.max_tokens_per_batch": t.max_tokens_per_batch,
         "train.eval_max_tokens_per_batch": t.eval_max_tokens_per_batch,
         "train.gradient_accumulation_steps": t.gradient_accumulation_steps,
@@ -179,7 +186,8 @@ def _validate(cfg: Config) -> list[str]:
     problems += [
         f"{k} must be > 0, got {v}" for k, v in positive.items() if v is not None and v <= 0
     ]
-    if t.max_tokens_per_batch < d.max_length and t.micro_batch_size is None:
+    fixed_length = d.max_length if isinstance(d.max_length, int) else 0
+    if t.max_tokens_per_batch < fixed_length and t.micro_batch_size is None:
         problems.append(
             f"train.max_tokens_per_batch={t.max_tokens_per_batch} cannot hold one example of "
             f"data.max_length={d.max_length}: raise it or lower data.max_length"

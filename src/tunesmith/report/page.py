@@ -79,7 +79,7 @@ def write_report(
         validation, worst = _regression_results(run, predictor, splits, figures)
     else:
         scored = score(predictor, splits)
-        validation, worst = _class_results(run, scored, splits, figures)
+        validation, worst = _class_results(run, scored, splits, figures, predictor)
         if other is not None:
             validation += "\n" + _comparison(run, scored, other, splits)
     body += [

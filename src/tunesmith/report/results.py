@@ -15,6 +15,7 @@ from tunesmith.report.html import Figures, _note, _p, _shorten, _table
 from tunesmith.report.run import FinishedRun, Splits
 
 WORST_EXAMPLES = 10
+LENGTH_EDGES = (64, 128, 256, 512, 1024)  # token-length buckets of the by-length table
 
 
 @dataclass
@@ -65,7 +66,7 @@ def score(predictor: Any, splits: Splits, names: list[str] | None = None) -> Sco
 
 
 def _class_results(
-    run: FinishedRun, scored: Scored, splits: Splits, figures: Figures
+    run: FinishedRun, scored: Scored, splits: Splits, figures: Figures, predictor: Any
 ) -> tuple[str, str]:
     """The 'Validation results' and 'Worst-predicted validation examples' sections of a
     classifier, single- or multi-label."""
@@ -84,7 +85,51 @@ def _class_results(
             )
         )
         parts.append(_per_class_table(scored.per_class(), "Per class"))
+    parts.append(_by_length(scored, splits, predictor))
     return "\n".join(parts), _worst(scored, splits)
+
+
+def token_lengths(ds: Any, columns: Any, tokenizer: Any) -> np.ndarray:
+    """Untruncated token counts (special tokens included), so a cut at max_length shows."""
+    texts = [str(t) for t in ds[columns.text]]
+    pairs = [str(t) for t in ds[columns.text_pair]] if columns.text_pair else None
+    encoded = tokenizer(texts, pairs, truncation=False, verbose=False)
+    return np.asarray([len(ids) for ids in encoded["input_ids"]])
+
+
+def _by_length(scored: Scored, splits: Splits, predictor: Any) -> str:
+    """Long texts: validation scores per token-length bucket, so a cut that costs shows."""
+    lengths = token_lengths(splits.datasets["validation"], splits.columns, predictor.tokenizer)
+    if lengths.max(initial=0) <= LENGTH_EDGES[1]:
+        return ""  # short texts: one bucket says nothing the scores above do not
+    bucket = np.searchsorted(LENGTH_EDGES, lengths, side="left")
+    bounds = [0, *LENGTH_EDGES, None]
+    metric = "micro-F1" if scored.multi else "accuracy"
+    rows = []
+    for b in np.unique(bucket):
+        keep = bucket == b
+        low, high = bounds[b] + 1, bounds[b + 1]
+        if scored.multi:
+            value = metrics.multi_label_metrics(scored.labels[keep], scored.predictions[keep])
+            value = value["micro_f1"]
+        else:
+            value = float((scored.labels[keep] == scored.predictions[keep]).mean())
+        cut = "no" if high is not None and high <= predictor.max_length else "yes"
+        if high is not None and low <= predictor.max_length < high:
+            cut = "some"
+        span = f"{low}-{high}" if high is not None else f"{low}+"
+        rows.append([span, int(keep.sum()), value, cut])
+    return "\n".join(
+        [
+            "<h3>By token length</h3>",
+            _p(
+                f"Validation {metric} per token-length bucket: do long rows do worse? The model "
+                f"keeps max_length={predictor.max_length} tokens of each row (data.truncation="
+                f"{predictor.meta.get('truncation', 'head')})."
+            ),
+            _table(["tokens", "rows", metric, f"cut at {predictor.max_length}"], rows),
+        ]
+    )
 
 
 def _worst(scored: Scored, splits: Splits) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 
 from tunesmith.report.html import Figures, _nav, _note, _p, _section, _table
-from tunesmith.report.results import _metrics_table
+from tunesmith.report.results import _metrics_table, token_lengths
 from tunesmith.report.run import FinishedRun, Splits
 from tunesmith.runfolder.layout import METRICS
 
@@ -209,14 +209,11 @@ def _cooccurrence(train_labels: np.ndarray, names: list[str], figures: Figures) 
 
 
 def _token_lengths(train: Any, columns: Any, tokenizer: Any) -> np.ndarray:
-    """Untruncated token counts (special tokens included), so the cut at max_length shows."""
+    """Untruncated token counts of (a seeded sample of) the training rows."""
     if len(train) > TOKEN_LENGTH_SAMPLE:
         keep = np.random.default_rng(0).choice(len(train), TOKEN_LENGTH_SAMPLE, replace=False)
         train = train.select(np.sort(keep))
-    texts = [str(t) for t in train[columns.text]]
-    pairs = [str(t) for t in train[columns.text_pair]] if columns.text_pair else None
-    encoded = tokenizer(texts, pairs, truncation=False, verbose=False)
-    return np.asarray([len(ids) for ids in encoded["input_ids"]])
+    return token_lengths(train, columns, tokenizer)
 
 
 def _curves(run: FinishedRun, figures: Figures) -> str:

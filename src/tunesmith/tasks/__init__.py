@@ -35,6 +35,7 @@ class Task(Protocol):
     packs: bool  # a micro-batch is one unpadded row
     cuts_into_blocks: bool  # samples are fixed blocks of concatenated rows
     accumulates_to_rows: bool  # unset gradient_accumulation_steps reaches train.rows_per_step
+    chooses_max_length: bool  # data.max_length=auto reads the rows' lengths (else 128)
     evaluate_before_training: bool  # the pretrained weights' scores are a baseline
     peft_task_type: str | None
     stratify_column: str | None  # held-out validation keeps this column's balance

@@ -26,7 +26,13 @@ from tunesmith.data import Columns
 from tunesmith.metrics import Evaluation
 from tunesmith.models import load_sequence_classifier
 from tunesmith.tasks.label_kinds import LabelKind, label_kind_of
-from tunesmith.tasks.labels import LabelSpec, class_weights, decide_labels, encode_split
+from tunesmith.tasks.labels import (
+    AUTO_CLASS_WEIGHTS,
+    LabelSpec,
+    class_weights,
+    decide_labels,
+    encode_split,
+)
 from tunesmith.tasks.truncation import tokenizer_keeping
 
 
@@ -37,6 +43,7 @@ class SequenceClassification:
     columns: Columns
     labels: LabelSpec
     class_weights: tuple[float, ...] | None = None  # per class id, in the loss; None: all 1
+    class_weights_setting: str = "none"  # how they were chosen, for the startup line
     # Multi-label: each label's decision threshold, tuned on validation after training; until
     # then every evaluation tunes its own (what the best model is picked by).
     thresholds: tuple[float, ...] | None = None
@@ -56,6 +63,7 @@ class SequenceClassification:
     packs = False  # one row per sample, padded
     cuts_into_blocks = False  # one sample per row: a row at max_length was truncated
     accumulates_to_rows = True  # long rows must not shrink an optimizer step to one row
+    chooses_max_length = True  # data.max_length=auto: tasks/lengths.py
     evaluate_before_training = False  # a fresh head scores chance; the majority class says more
     peft_task_type = "SEQ_CLS"  # peft then trains the fresh head fully, beside the adapters
 
@@ -90,11 +98,15 @@ class SequenceClassification:
             for name, ds in checked.items()
         }
         weights = class_weights(cfg.train.class_weights, labels, encoded["train"]["labels"])
+        setting = cfg.train.class_weights
+        if setting == "auto":
+            setting = f"auto: {AUTO_CLASS_WEIGHTS.get(labels.kind) or 'none'} for {labels.kind}"
         meta = {"label_delimiter": d.label_delimiter, "label_columns": d.label_columns}
         task = cls(
             columns,
             labels,
             weights,
+            class_weights_setting=str(setting if isinstance(setting, str) else "given"),
             label_format=meta,
             temperature_scaling=cfg.train.temperature_scaling,
             truncation=d.truncation,
@@ -123,8 +135,11 @@ class SequenceClassification:
         kind = self.label_kind.describe()
         if self.class_weights is None:
             return kind
+        what = f"{self.label_kind.weights_are} ({self.class_weights_setting})"
+        if len(self.class_weights) > 10:  # a range says enough; decisions.json has them all
+            low, high = min(self.class_weights), max(self.class_weights)
+            return f"{kind}, {what} {low:.3g} to {high:.3g}"
         pairs = zip(self.labels.names, self.class_weights, strict=True)
-        what = self.label_kind.weights_are
         return f"{kind}, {what} {{" + ", ".join(f"{n}: {w:.3g}" for n, w in pairs) + "}"
 
     def meta(self) -> dict[str, Any]:

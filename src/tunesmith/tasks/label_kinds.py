@@ -276,9 +276,21 @@ class MultiLabel:
     def fit(
         self, evaluation: Evaluation, labels: np.ndarray, model: torch.nn.Module
     ) -> tuple[dict[str, Any], Evaluation]:
-        """Each label's threshold; the evaluation as it was."""
-        tuned = metrics.tune_thresholds(_sigmoid(evaluation.logits), labels)
-        return {"thresholds": tuple(float(t) for t in tuned)}, evaluation
+        """Each label's threshold; the evaluation as it was, with a note naming the labels
+        that take the shared threshold."""
+        tuned, shared = metrics.threshold_tuning(_sigmoid(evaluation.logits), labels)
+        names = [n for n, on_shared in zip(self.names, shared, strict=True) if on_shared]
+        note = None
+        if names:
+            shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" * (len(names) > 12))
+            note = (
+                f"{len(names)} of {len(self.names)} labels take the shared threshold "
+                f"{tuned[shared][0]:.2f} (too few validation positives, or their own threshold's "
+                f"F1 did not beat marking them on every row by {metrics.BASE_RATE_MARGIN}): {shown}"
+            )
+        details = {**(evaluation.details or {}), "labels_on_shared_threshold": names}
+        fitted = replace(evaluation, details=details, note=note)
+        return {"thresholds": tuple(float(t) for t in tuned)}, fitted
 
     def plots(self, ds: Dataset, evaluation: Evaluation, output_dir: Path) -> None:
         """No figure: the per-label table in validation_details says it."""

@@ -67,13 +67,20 @@ def _reject_empty_labels(values: list, column: str, source: str) -> None:
         )
 
 
+# train.class_weights=auto per label kind: multi-label runs weigh rare labels up, single-label
+# runs weigh nothing (each measured on two sets: benchmarks/results/rare_labels.md).
+AUTO_CLASS_WEIGHTS = {"multi_label": "balanced", "classification": None}
+
+
 def class_weights(
     setting: dict[str, float] | str | None, labels: LabelSpec, train_ids: list
 ) -> tuple[float, ...] | None:
     """train.class_weights as one weight per class id: balanced gives each class
-    rows / (classes x its rows), as scikit-learn's "balanced" does; a mapping names classes.
-    For multi-label they are BCE's positive weights: balanced is each label's negatives over
-    its positives."""
+    rows / (classes x its rows), as scikit-learn's "balanced" does; a mapping names classes;
+    auto is AUTO_CLASS_WEIGHTS's choice for the label kind. For multi-label they are BCE's
+    positive weights: balanced is each label's negatives over its positives."""
+    if setting == "auto":
+        setting = AUTO_CLASS_WEIGHTS.get(labels.kind)
     if setting is None:
         return None
     if labels.kind == "regression":

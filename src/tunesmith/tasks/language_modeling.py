@@ -59,6 +59,7 @@ class LanguageModeling:
     # Unmeasured for language models, whose samples are blocks or packed rows: one step per
     # micro-batch unless train.gradient_accumulation_steps says otherwise.
     accumulates_to_rows = False
+    chooses_max_length = False  # auto keeps 128: unmeasured for language models
     evaluate_before_training = True  # the pretrained perplexity is what adaptation improves on
     stratify_column = None  # no classes to balance in held-out validation
 

@@ -14,7 +14,7 @@ from tunesmith.errors import UserError
 from tunesmith.metrics import Evaluation
 from tunesmith.runfolder import checkpoint, layout, plots
 from tunesmith.runfolder.log import MetricsLog
-from tunesmith.training.state import Progress, TrainingRun
+from tunesmith.training.state import Progress, TrainingRun, say
 
 
 def finish(
@@ -35,6 +35,8 @@ def finish(
         # What the task learns from validation after training (multi-label thresholds, a
         # temperature): the test split, the export, predict and serve use it.
         task, evaluation = task.fitted(validation, evaluation, unwrapped)
+        if evaluation.note:
+            say(accelerator, evaluation.note)
         run.data.task = task
     test = run.evaluate(run.data.test) if run.data.test is not None else None
     result: dict = {"metric_for_best": run.metric}
@@ -84,7 +86,11 @@ def finish(
         }
     )
     if log is not None:  # the main process
-        meta = {**task.meta(), "max_length": run.cfg.data.max_length, "base_model": run.cfg.model}
+        meta = {
+            **task.meta(),
+            "max_length": run.data.max_length.max_length,
+            "base_model": run.cfg.model,
+        }
         if run.cfg.lora.r and run.cfg.lora.merge:
             unwrapped = unwrapped.merge_and_unload()  # a plain transformers model again
         if getattr(unwrapped.config, "use_cache", None) is False:

@@ -294,11 +294,19 @@ def announce(
         if t.micro_batch_size
         else f"<= {t.max_tokens_per_batch} tokens"
     )
+    length = prepared.max_length
     truncated = {k: v for k, v in prepared.summary["truncated_rows"].items() if v}
-    if truncated:
+    if cfg.data.max_length == "auto" and task.chooses_max_length:
         say(
             accelerator,
-            f"rows cut to data.max_length={cfg.data.max_length} by truncation: "
+            f"data.max_length=auto chose {length.max_length} tokens ({length.reason}); "
+            f"training rows cut: {length.rows_cut:.0%}, their tokens cut: {length.tokens_cut:.0%}"
+            f"{f' ({cfg.data.truncation} kept)' if truncated else ''}; data.max_length=N forces N",
+        )
+    elif truncated:
+        say(
+            accelerator,
+            f"rows cut to data.max_length={length.max_length} by truncation: "
             f"{truncated}; raise data.max_length to keep more of each text",
         )
     engine = f" ({accelerator.distributed_type.value})" if accelerator.num_processes > 1 else ""
@@ -325,6 +333,8 @@ def record_decisions(run: TrainingRun, frozen: str, batch: str, pad_multiple: in
     decisions = {
         "task": data.task.meta(),  # kind, columns, label format (as the export records them)
         "labels": data.summary.get("labels", []),
+        # Per class (multi-label: each label's positive weight) in the loss; null: all 1.
+        "class_weights": _named_weights(data.task),
         "method": {"name": data.method.name, "reason": data.method.reason},
         # The settings training ran with: the method's own replace some of train.*.
         "train": dataclasses.asdict(run.train),
@@ -337,7 +347,12 @@ def record_decisions(run: TrainingRun, frozen: str, batch: str, pad_multiple: in
             "seed": cfg.train.seed,
         },
         "rows": data.summary["rows"],
-        "max_length": cfg.data.max_length,
+        "max_length": {
+            "value": data.max_length.max_length,
+            "reason": data.max_length.reason,
+            "train_rows_cut": round(data.max_length.rows_cut, 4),
+            "train_tokens_cut": round(data.max_length.tokens_cut, 4),
+        },
         "truncated_rows": data.summary["truncated_rows"],
         "precision": {"name": run.precision, "reason": run.precision_reason},
         "frozen": frozen,
@@ -363,6 +378,11 @@ def rows_per_optimizer_step(
     on average over the first epoch (every process's together)."""
     batches = sampler.batches()
     return sum(len(b) for b in batches) / max(1, len(batches)) * accumulation * processes
+
+
+def _named_weights(task: Task) -> dict[str, float] | None:
+    weights = getattr(task, "class_weights", None)  # classifiers have them
+    return None if weights is None else dict(zip(task.labels.names, weights, strict=True))
 
 
 def _frozen_parts(t: TrainConfig, task: Task, layer_count: int, on_cpu: bool) -> tuple[bool, int]:
