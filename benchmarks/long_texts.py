@@ -20,6 +20,7 @@ mean over the seeds in the log.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import tempfile
@@ -180,7 +181,7 @@ def _scores(
 
 
 def table(log: Path) -> list[str]:
-    runs = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line]
+    runs = results.read_log(log)
     lines = [
         "| data | arm | max_length | seeds | test accuracy | macro-F1 | accuracy on texts > 512 "
         "tokens (rows) | train rows cut | rows per step | optimizer steps | train s | "
@@ -193,9 +194,7 @@ def table(log: Path) -> list[str]:
             mine = [r for r in runs if r["data"] == data and r["arm"] == arm]
             if not mine:
                 continue
-
-            def mean(key: str, runs: list[dict] = mine) -> float:
-                return statistics.mean(r[key] for r in runs)
+            mean = functools.partial(results.mean, mine)
 
             cut = mean("train_rows_cut") / mean("train_rows")
             ratio = f"{mean('train_seconds') / statistics.mean(full):.2f}" if full else "-"

@@ -1,6 +1,6 @@
 """Rare labels: class weights on or off, on two multi-label sets and a skewed single-label one.
 
-    python benchmarks/rare_labels.py [--data goemotions reuters] [--arms none balanced]
+    python benchmarks/rare_labels.py [--data goemotions reuters] [--arms none balanced] [--epochs N]
                                      [--log benchmarks/results/rare_labels.jsonl] [KEY=VALUE ...]
 
 Each arm trains builtin:minilm-l6 with the defaults but for train.class_weights (`none`: every
@@ -17,6 +17,7 @@ log. The multi-label default is decided on both multi-label sets together (docs/
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -37,8 +38,11 @@ SETS = {  # name -> (split -> file, epochs)
 }
 
 
-def run_arm(data: str, arm: str, root: Path, overrides: list[str]) -> dict:
-    files, epochs = SETS[data]
+def run_arm(
+    data: str, arm: str, root: Path, overrides: list[str], epochs: float | None = None
+) -> dict:
+    files, default_epochs = SETS[data]
+    epochs = epochs or default_epochs
     out = root / f"{data}-{arm}"
     command = [
         sys.executable, "-m", "tunesmith", "train",
@@ -79,7 +83,7 @@ def run_arm(data: str, arm: str, root: Path, overrides: list[str]) -> dict:
 
 
 def table(log: Path) -> list[str]:
-    runs = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line]
+    runs = results.read_log(log)
     lines = [
         "| data | class_weights | runs | test macro-F1 | test micro-F1 (accuracy) | "
         "macro-F1 at 0.5 | "
@@ -89,9 +93,7 @@ def table(log: Path) -> list[str]:
     for data in dict.fromkeys(r["data"] for r in runs):
         for arm in dict.fromkeys(r["arm"] for r in runs if r["data"] == data):
             mine = [r for r in runs if r["data"] == data and r["arm"] == arm]
-
-            def mean(key: str, runs: list[dict] = mine) -> float:
-                return statistics.mean(r[key] for r in runs)
+            mean = functools.partial(results.mean, mine)
 
             at_half = [r["test_macro_f1_at_0.5"] for r in mine if r["test_macro_f1_at_0.5"]]
             lines.append(
@@ -110,11 +112,12 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["none", "balanced"])
     parser.add_argument("--log", type=Path, default=results.RESULTS / "rare_labels.jsonl")
     parser.add_argument("--output-dir", type=Path, default=Path("/tmp/tunesmith-rare-labels"))
+    parser.add_argument("--epochs", type=float, help="instead of each set's own (above)")
     parser.add_argument("overrides", nargs="*", help="tunesmith train KEY=VALUE overrides")
     args = parser.parse_args()
     for data in args.data:
         for arm in args.arms:
-            record = run_arm(data, arm, args.output_dir, args.overrides)
+            record = run_arm(data, arm, args.output_dir, args.overrides, args.epochs)
             with args.log.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
             print(json.dumps(record), flush=True)

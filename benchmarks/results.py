@@ -36,6 +36,20 @@ def write(name: str, lines: list[str], folder: Path = RESULTS) -> Path:
     return path
 
 
+def read_log(log: Path) -> list[dict]:
+    """The runs a benchmark appended to its JSONL log, one dict a line."""
+    import json
+
+    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line]
+
+
+def mean(runs: list[dict], key: str) -> float:
+    """The mean of `key` over `runs` (the seeds or repeats of one arm)."""
+    import statistics
+
+    return statistics.mean(r[key] for r in runs)
+
+
 class Transcript:
     """Prints a benchmark's lines as they come and keeps them for its results file."""
 
