@@ -95,7 +95,9 @@ def table(log: Path) -> list[str]:
             mine = [r for r in runs if r["data"] == data and r["arm"] == arm]
             mean = functools.partial(results.mean, mine)
 
-            at_half = [r["test_macro_f1_at_0.5"] for r in mine if r["test_macro_f1_at_0.5"]]
+            at_half = [
+                r["test_macro_f1_at_0.5"] for r in mine if r["test_macro_f1_at_0.5"] is not None
+            ]
             lines.append(
                 f"| {data} | {arm} | {len(mine)} | {mean('test_macro_f1'):.4f} | "
                 f"{mean('test_micro_f1'):.4f} | "
