@@ -3,9 +3,9 @@ rows' token lengths, the model's position limit and the device.
 
 Short texts keep 128 tokens, as every run did before auto existed: their rows fit, and nothing
 changes. Longer texts get the shortest length that holds most rows whole, up to the model's
-limit, and on a CPU up to 256: on 20 Newsgroups 256 tokens gained 4.8 points over 128 for 2.3x
-the training time, and 384 only 0.8 more for another 1.7x (attention's cost grows with the
-square of the length); see docs/data.md and benchmarks/results/long_texts.md.
+limit, and on a CPU up to 256, past which each point of accuracy cost far more time than the
+points before it (attention's cost grows with the square of the length): docs/data.md has the
+measurement.
 """
 
 from __future__ import annotations
