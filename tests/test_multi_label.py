@@ -110,7 +110,7 @@ def test_thresholds_are_tuned_per_label_with_a_fallback_for_rare_ones(monkeypatc
     assert 0.3 <= thresholds[0] <= 0.45  # between the negatives' top and the positives' floor
 
 
-def test_a_label_without_signal_takes_the_shared_threshold():
+def test_a_label_without_signal_takes_the_shared_threshold(monkeypatch):
     """Its own best threshold would be the lowest, "almost always", whose F1 is just that of
     marking it on every row: it falls back to the threshold shared by all labels."""
     rng = np.random.default_rng(0)
@@ -120,10 +120,15 @@ def test_a_label_without_signal_takes_the_shared_threshold():
     probabilities = np.c_[labels[:, 0] * 0.5 + rng.random(400) * 0.45, rng.random(400) * 0.3]
 
     thresholds, shared = threshold_tuning(probabilities, labels)
-    own = THRESHOLD_GRID[0]  # what label 1 would get on its own: the F1-best, degenerate one
+    with monkeypatch.context() as m:
+        m.setattr("tunesmith.metrics.BASE_RATE_MARGIN", -1.0)  # no fallback for weak labels
+        own = tune_thresholds(probabilities, labels)[1]
+        m.setattr("tunesmith.metrics.MIN_POSITIVES_TO_TUNE", 10_000)  # every label shared
+        overall = tune_thresholds(probabilities, labels)[1]
 
+    assert own == THRESHOLD_GRID[0]  # alone, the noise label gets the degenerate threshold
     assert list(shared) == [False, True]
-    assert thresholds[1] != own and thresholds[1] == tune_thresholds(probabilities, labels)[1]
+    assert thresholds[1] != own and thresholds[1] == overall
     assert 0.45 <= thresholds[0] <= 0.5
 
 

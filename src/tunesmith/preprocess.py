@@ -182,9 +182,12 @@ def prepare_data(
     cache_dir = Path(d.cache_dir or default_cache_dir() / "tokenized").expanduser()
     tokenized, hits = {}, []
     with accelerator.main_process_first():
-        length = resolve_max_length(cfg, task, tokenizer, splits["train"], cache_dir, accelerator)
+        length, train = resolve_max_length(
+            cfg, task, tokenizer, splits["train"], cache_dir, accelerator
+        )
         for name, ds in splits.items():
-            tokenized[name], hit = tokenize_cached(
+            reused = train if name == "train" else None
+            tokenized[name], hit = reused or tokenize_cached(
                 ds, task, tokenizer, length.max_length, cache_dir
             )
             hits.append(hit)
@@ -234,16 +237,22 @@ def resolve_max_length(
     train: Dataset,
     cache_dir: Path,
     accelerator: Accelerator,
-) -> LengthChoice:
+) -> tuple[LengthChoice, tuple[Dataset, bool] | None]:
     """data.max_length as given, or for auto, a classifier's length chosen from its training rows
-    (tokenized once up to the model's limit, through the cache) and a language model's 128."""
+    (tokenized once up to the model's limit, through the cache) and a language model's 128.
+    Also the training rows tokenized at the chosen length, with whether they came from the
+    cache, where the pass up to the limit already is that (no row is longer), else None."""
     d, t = cfg.data, cfg.train
     if d.max_length != "auto":
-        return LengthChoice(int(d.max_length), f"data.max_length={d.max_length}", 0.0, 0.0)
+        return LengthChoice(int(d.max_length), f"data.max_length={d.max_length}"), None
     if not task.chooses_max_length:
-        return LengthChoice(128, "auto: 128 for language models", 0.0, 0.0)
+        return LengthChoice(128, "auto: 128 for language models"), None
     limit = position_limit(cfg.model, tokenizer)
     if t.micro_batch_size is None:  # a token-budget micro-batch must hold one row
         limit = min(limit, t.max_tokens_per_batch)
-    whole, _ = tokenize_cached(train, task, tokenizer, limit, cache_dir)
-    return choose_max_length(np.asarray(whole["length"]), limit, accelerator.device.type)
+    whole, hit = tokenize_cached(train, task, tokenizer, limit, cache_dir)
+    lengths = np.asarray(whole["length"])
+    choice = choose_max_length(lengths, limit, accelerator.device.type)
+    # Short texts (every row within the choice) need no second pass over the tokenizer.
+    fits = choice.max_length == limit or lengths.max(initial=0) <= choice.max_length
+    return choice, (whole, hit) if fits else None

@@ -5,6 +5,7 @@ confusion matrix or a regressor's scatter, and the rows it got most wrong."""
 from __future__ import annotations
 
 import html
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,8 +104,9 @@ def _by_length(scored: Scored, splits: Splits, predictor: Any) -> str:
     if lengths.max(initial=0) <= LENGTH_EDGES[1]:
         return ""  # short texts: one bucket says nothing the scores above do not
     bucket = np.searchsorted(LENGTH_EDGES, lengths, side="left")
-    bounds = [0, *LENGTH_EDGES, None]
+    bounds = [0, *LENGTH_EDGES, math.inf]
     metric = "micro-F1" if scored.multi else "accuracy"
+    cut_at = predictor.max_length
     rows = []
     for b in np.unique(bucket):
         keep = bucket == b
@@ -114,20 +116,18 @@ def _by_length(scored: Scored, splits: Splits, predictor: Any) -> str:
             value = value["micro_f1"]
         else:
             value = float((scored.labels[keep] == scored.predictions[keep]).mean())
-        cut = "no" if high is not None and high <= predictor.max_length else "yes"
-        if high is not None and low <= predictor.max_length < high:
-            cut = "some"
-        span = f"{low}-{high}" if high is not None else f"{low}+"
+        cut = "no" if high <= cut_at else "some" if low <= cut_at else "yes"
+        span = f"{low}-{high}" if high < math.inf else f"{low}+"
         rows.append([span, int(keep.sum()), value, cut])
     return "\n".join(
         [
             "<h3>By token length</h3>",
             _p(
                 f"Validation {metric} per token-length bucket: do long rows do worse? The model "
-                f"keeps max_length={predictor.max_length} tokens of each row (data.truncation="
+                f"keeps max_length={cut_at} tokens of each row (data.truncation="
                 f"{predictor.meta.get('truncation', 'head')})."
             ),
-            _table(["tokens", "rows", metric, f"cut at {predictor.max_length}"], rows),
+            _table(["tokens", "rows", metric, f"cut at {cut_at}"], rows),
         ]
     )
 

@@ -27,11 +27,11 @@ from tunesmith.metrics import Evaluation
 from tunesmith.models import load_sequence_classifier
 from tunesmith.tasks.label_kinds import LabelKind, label_kind_of
 from tunesmith.tasks.labels import (
-    AUTO_CLASS_WEIGHTS,
     LabelSpec,
     class_weights,
     decide_labels,
     encode_split,
+    weights_setting,
 )
 from tunesmith.tasks.truncation import tokenizer_keeping
 
@@ -97,16 +97,14 @@ class SequenceClassification:
             name: encode_split(ds, columns, labels, d, sources[name])
             for name, ds in checked.items()
         }
-        weights = class_weights(cfg.train.class_weights, labels, encoded["train"]["labels"])
-        setting = cfg.train.class_weights
-        if setting == "auto":
-            setting = f"auto: {AUTO_CLASS_WEIGHTS.get(labels.kind) or 'none'} for {labels.kind}"
+        setting, how = weights_setting(cfg.train.class_weights, labels.kind)
+        weights = class_weights(setting, labels, encoded["train"]["labels"])
         meta = {"label_delimiter": d.label_delimiter, "label_columns": d.label_columns}
         task = cls(
             columns,
             labels,
             weights,
-            class_weights_setting=str(setting if isinstance(setting, str) else "given"),
+            class_weights_setting=how,
             label_format=meta,
             temperature_scaling=cfg.train.temperature_scaling,
             truncation=d.truncation,

@@ -72,15 +72,24 @@ def _reject_empty_labels(values: list, column: str, source: str) -> None:
 AUTO_CLASS_WEIGHTS = {"multi_label": "balanced", "classification": None}
 
 
+def weights_setting(
+    setting: dict[str, float] | str | None, kind: str
+) -> tuple[dict[str, float] | str | None, str]:
+    """train.class_weights with auto resolved for this label kind, and how it was set, in words
+    for the startup line."""
+    if setting == "auto":
+        chosen = AUTO_CLASS_WEIGHTS.get(kind)
+        return chosen, f"auto: {chosen or 'none'} for {kind}"
+    return setting, setting if isinstance(setting, str) else "train.class_weights"
+
+
 def class_weights(
     setting: dict[str, float] | str | None, labels: LabelSpec, train_ids: list
 ) -> tuple[float, ...] | None:
-    """train.class_weights as one weight per class id: balanced gives each class
-    rows / (classes x its rows), as scikit-learn's "balanced" does; a mapping names classes;
-    auto is AUTO_CLASS_WEIGHTS's choice for the label kind. For multi-label they are BCE's
-    positive weights: balanced is each label's negatives over its positives."""
-    if setting == "auto":
-        setting = AUTO_CLASS_WEIGHTS.get(labels.kind)
+    """train.class_weights (auto resolved by `weights_setting`) as one weight per class id:
+    balanced gives each class rows / (classes x its rows), as scikit-learn's "balanced" does; a
+    mapping names classes. For multi-label they are BCE's positive weights: balanced is each
+    label's negatives over its positives."""
     if setting is None:
         return None
     if labels.kind == "regression":

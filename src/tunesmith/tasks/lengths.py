@@ -26,8 +26,10 @@ LONGEST = {"cpu": 256}
 class LengthChoice:
     max_length: int
     reason: str  # for the startup line and decisions.json
-    rows_cut: float  # share of training rows longer than max_length
-    tokens_cut: float  # share of the training rows' tokens (up to the model's limit) cut
+    # Measured on the training rows when auto chose; None for a length given (or a language
+    # model's), where no row was measured at any other length.
+    rows_cut: float | None = None  # share of training rows longer than max_length
+    tokens_cut: float | None = None  # share of their tokens (up to the model's limit) cut
 
 
 def choose_max_length(lengths: np.ndarray, limit: int, device_type: str) -> LengthChoice:

@@ -33,6 +33,10 @@ from tunesmith.tasks.few_shot import Method
 from tunesmith.training.optim import build_optimizer, build_scheduler
 from tunesmith.training.state import TrainingRun, eval_max_tokens, say
 
+# A target of rows per step is met when within this share of it: 3.99 rows a micro-batch make 2
+# micro-batches a step for a target of 8, not 3.
+ROWS_PER_STEP_SLACK = 0.05
+
 
 def build(cfg: Config, fresh: bool) -> TrainingRun:
     """Data, model, optimizer and schedule on Accelerate; a fresh run also lays out output_dir.
@@ -54,7 +58,7 @@ def build(cfg: Config, fresh: bool) -> TrainingRun:
     model, frozen = model_to_train(cfg, t, model, task, accelerator, precision)
     open_output_dir(cfg, t, accelerator, fresh)
     sampler, train_loader = make_loader(t, prepared, task, tokenizer, pad_multiple)
-    t = resolve_accumulation(t, sampler, task, accelerator.num_processes)
+    t, rows_per_step = resolve_accumulation(t, sampler, task, accelerator.num_processes)
     optimizer = make_optimizer(cfg, t, model, method)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     steps_per_epoch, total_steps, scheduler = make_schedule(t, optimizer, train_loader)
@@ -66,7 +70,7 @@ def build(cfg: Config, fresh: bool) -> TrainingRun:
         precision,
         precision_reason,
         frozen,
-        sampler,
+        rows_per_step,
         total_steps,
     )
     eval_interval = t.eval_every_steps or (
@@ -93,7 +97,7 @@ def build(cfg: Config, fresh: bool) -> TrainingRun:
         precision_reason=precision_reason,
     )
     if accelerator.is_main_process and fresh:
-        record_decisions(run, frozen, batch, pad_multiple)
+        record_decisions(run, frozen, batch, rows_per_step, pad_multiple)
     return run
 
 
@@ -240,19 +244,19 @@ def make_loader(
 
 def resolve_accumulation(
     t: TrainConfig, sampler: TokenBudgetBatchSampler, task: Task, processes: int
-) -> TrainConfig:
-    """train.gradient_accumulation_steps, or when unset, for a classifier, enough micro-batches
-    that an optimizer step sees train.rows_per_step rows on average (within 5%) over the first
-    epoch's batches, all processes together; the same count on every resume, as the batches
-    are."""
-    if t.gradient_accumulation_steps is not None:
-        return t
-    steps = 1
-    if task.accumulates_to_rows:
-        # The fewest micro-batches within 5% of the target: 3.99 rows per micro-batch take 2.
-        needed = t.rows_per_step / rows_per_optimizer_step(1, sampler, processes)
-        steps = max(1, math.ceil(0.95 * needed))
-    return dataclasses.replace(t, gradient_accumulation_steps=steps)
+) -> tuple[TrainConfig, float]:
+    """train.gradient_accumulation_steps, or when unset, for a classifier, the fewest micro-batches
+    that reach train.rows_per_step rows a step on average (within ROWS_PER_STEP_SLACK) over the
+    first epoch's batches of all processes; a resume gets the same count, as it gets the same
+    batches. Returns the settings and the rows a step then sees."""
+    batches = sampler.batches()
+    rows_per_micro = sum(len(b) for b in batches) / max(1, len(batches)) * processes
+    steps = t.gradient_accumulation_steps
+    if steps is None:
+        needed = t.rows_per_step / rows_per_micro if task.accumulates_to_rows else 1
+        steps = max(1, math.ceil((1 - ROWS_PER_STEP_SLACK) * needed))
+        t = dataclasses.replace(t, gradient_accumulation_steps=steps)
+    return t, rows_per_micro * steps
 
 
 def make_optimizer(
@@ -283,7 +287,7 @@ def announce(
     precision: str,
     precision_reason: str,
     frozen: str,
-    sampler: TokenBudgetBatchSampler,
+    rows_per_step: float,
     total_steps: int,
 ) -> str:
     """The startup line: what trains, how and for how long (after a warning of truncated rows,
@@ -296,7 +300,7 @@ def announce(
     )
     length = prepared.max_length
     truncated = {k: v for k, v in prepared.summary["truncated_rows"].items() if v}
-    if cfg.data.max_length == "auto" and task.chooses_max_length:
+    if length.rows_cut is not None:  # auto measured the rows and chose
         say(
             accelerator,
             f"data.max_length=auto chose {length.max_length} tokens ({length.reason}); "
@@ -310,9 +314,6 @@ def announce(
             f"{truncated}; raise data.max_length to keep more of each text",
         )
     engine = f" ({accelerator.distributed_type.value})" if accelerator.num_processes > 1 else ""
-    rows_per_step = rows_per_optimizer_step(
-        t.gradient_accumulation_steps, sampler, accelerator.num_processes
-    )
     how = f"method {method.name} ({method.reason}); " if task.kind == "classification" else ""
     unlabelled = prepared.summary.get("rows_without_labels", {}).get("train")
     none = f" ({unlabelled} training rows carry none of the labels)" if unlabelled else ""
@@ -327,7 +328,9 @@ def announce(
     return batch
 
 
-def record_decisions(run: TrainingRun, frozen: str, batch: str, pad_multiple: int) -> None:
+def record_decisions(
+    run: TrainingRun, frozen: str, batch: str, rows_per_step: float, pad_multiple: int
+) -> None:
     """decisions.json: what this run decided from the data and the hardware, in one place."""
     data, cfg = run.data, run.cfg
     decisions = {
@@ -350,19 +353,14 @@ def record_decisions(run: TrainingRun, frozen: str, batch: str, pad_multiple: in
         "max_length": {
             "value": data.max_length.max_length,
             "reason": data.max_length.reason,
-            "train_rows_cut": round(data.max_length.rows_cut, 4),
-            "train_tokens_cut": round(data.max_length.tokens_cut, 4),
+            "train_rows_cut": _rounded(data.max_length.rows_cut),
+            "train_tokens_cut": _rounded(data.max_length.tokens_cut),
         },
         "truncated_rows": data.summary["truncated_rows"],
         "precision": {"name": run.precision, "reason": run.precision_reason},
         "frozen": frozen,
         "micro_batch": batch,
-        "rows_per_step": round(
-            rows_per_optimizer_step(
-                run.train.gradient_accumulation_steps, run.sampler, run.accelerator.num_processes
-            ),
-            2,
-        ),
+        "rows_per_step": round(rows_per_step, 2),
         "pad_to_multiple_of": pad_multiple,
         "eval_max_tokens_per_batch": run.eval_max_tokens,
         "optimizer_steps": run.total_steps,
@@ -371,13 +369,8 @@ def record_decisions(run: TrainingRun, frozen: str, batch: str, pad_multiple: in
     checkpoint.write_json(run.output_dir / layout.DECISIONS, decisions)
 
 
-def rows_per_optimizer_step(
-    accumulation: int, sampler: TokenBudgetBatchSampler, processes: int
-) -> float:
-    """Training rows a full optimizer step of `accumulation` micro-batches on each process sees
-    on average over the first epoch (every process's together)."""
-    batches = sampler.batches()
-    return sum(len(b) for b in batches) / max(1, len(batches)) * accumulation * processes
+def _rounded(share: float | None) -> float | None:
+    return None if share is None else round(share, 4)
 
 
 def _named_weights(task: Task) -> dict[str, float] | None:
