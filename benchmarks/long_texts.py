@@ -10,9 +10,12 @@ accuracy on the texts longer than the model's 512 positions (where every arm los
 Arms: `auto` (the defaults: data.max_length=auto), `auto-head+tail`, `128` (the first 128
 tokens, the old default), `256`, `384`, `512` (the first N; 512 is MiniLM's limit), `512-tail`
 (the last 512), `N-head+tail` (the first quarter and the last three quarters: at 512 the first
-128 and the last 382, Sun et al. 2019). `course` is the course's chapter 3 recipe on the
-`Trainer` at its own settings (tokenizer truncation=True, i.e. 512 tokens; 8 rows a batch; 5e-5;
-fp32, the Trainer's CPU default) on the same training rows. Every run appends a line to --log
+128 and the last 382, Sun et al. 2019), `chunk` (data.long_texts=chunk: windows of auto's
+length over the whole text, every one trained on, a text's answer the mean of its windows'
+logits; the same model is also scored with max pooling, as `chunk-max-pooled`), `chunk-512`.
+`course` is the course's chapter 3 recipe on the `Trainer` at its own settings (tokenizer
+truncation=True, i.e. 512 tokens; 8 rows a batch; 5e-5; fp32, the Trainer's CPU default) on
+the same training rows. Every run appends a line to --log
 with the CPU it ran on; the table beside the log (long_texts.md) gives each data set and arm's
 mean over the seeds in the log.
 """
@@ -39,25 +42,30 @@ from tunesmith.infer import Predictor
 from tunesmith.models import load_tokenizer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-ARMS = {  # name -> (data.max_length, data.truncation)
-    "auto": ("auto", "head"),  # the defaults
-    "auto-head+tail": ("auto", "head+tail"),
-    "128": (128, "head"),
-    "256": (256, "head"),
-    "256-head+tail": (256, "head+tail"),
-    "384": (384, "head"),
-    "512": (512, "head"),
-    "512-tail": (512, "tail"),
-    "512-head+tail": (512, "head+tail"),
+ARMS = {  # name -> (data.max_length, data.truncation, data.long_texts)
+    "auto": ("auto", "head", "truncate"),  # the defaults
+    "auto-head+tail": ("auto", "head+tail", "truncate"),
+    "128": (128, "head", "truncate"),
+    "256": (256, "head", "truncate"),
+    "256-head+tail": (256, "head+tail", "truncate"),
+    "384": (384, "head", "truncate"),
+    "512": (512, "head", "truncate"),
+    "512-tail": (512, "tail", "truncate"),
+    "512-head+tail": (512, "head+tail", "truncate"),
+    "chunk": ("auto", "head", "chunk"),  # windows of auto's length, mean of their logits
+    "chunk-512": (512, "head", "chunk"),
 }
+# A chunked model is also scored with each other pooling (the model is the same: only how
+# its windows' logits combine differs), as arm "<arm>-<pooling>-pooled".
+OTHER_POOLINGS = ("max",)
 MODEL_POSITIONS = 512
 COURSE = "course"  # the course's recipe on the Trainer: truncation=True (512), 8 rows, 5e-5, fp32
 
 
-def run_arm(data: str, arm: str, seed: int, epochs: float, root: Path) -> dict:
+def run_arm(data: str, arm: str, seed: int, epochs: float, root: Path) -> list[dict]:
     if arm == COURSE:
-        return run_course(data, seed, epochs, root)
-    max_length, truncation = ARMS[arm]
+        return [run_course(data, seed, epochs, root)]
+    max_length, truncation, long_texts = ARMS[arm]
     out = root / f"{data}-{arm}-{seed}"
     started = time.perf_counter()
     result = train(
@@ -68,6 +76,7 @@ def run_arm(data: str, arm: str, seed: int, epochs: float, root: Path) -> dict:
                 "train": str(DATA / data / "train.csv"),
                 "max_length": max_length,
                 "truncation": truncation,
+                "long_texts": long_texts,
             },
             "train": {"epochs": epochs, "seed": seed},
         }
@@ -75,16 +84,26 @@ def run_arm(data: str, arm: str, seed: int, epochs: float, root: Path) -> dict:
     wall = time.perf_counter() - started
     decisions = json.loads((out / "decisions.json").read_text(encoding="utf-8"))
     test = pd.read_csv(DATA / data / "test.csv")
-    predicted = [p["label"] for p in Predictor(out).predict_texts(test["text"].tolist())]
-    return _scores(data, arm, seed, epochs, test, predicted) | {
+    predictor = Predictor(out)
+    training = {
         "train_rows_cut": result["data"]["truncated_rows"]["train"],
         "train_rows": result["data"]["rows"]["train"],
+        "train_samples": result["data"]["samples"]["train"],  # chunk: windows
         "optimizer_steps": result["train"]["optimizer_steps"],
         "rows_per_step": decisions["rows_per_step"],
         "max_length": decisions["max_length"]["value"],
         "train_seconds": result["train"]["seconds"],
         "wall_seconds": round(wall, 1),
     }
+    records = []
+    poolings = [predictor.meta["pooling"], *OTHER_POOLINGS] if long_texts == "chunk" else [None]
+    for pooling in poolings:
+        if pooling is not None:
+            predictor.meta["pooling"] = pooling  # the same model's windows, combined otherwise
+        predicted = [p["label"] for p in predictor.predict_texts(test["text"].tolist())]
+        name = arm if pooling in (None, "mean") else f"{arm}-{pooling}-pooled"
+        records.append(_scores(data, name, seed, epochs, test, predicted) | training)
+    return records
 
 
 def run_course(data: str, seed: int, epochs: float, root: Path) -> dict:
@@ -190,7 +209,8 @@ def table(log: Path) -> list[str]:
     ]
     for data in dict.fromkeys(r["data"] for r in runs):
         full = [r["train_seconds"] for r in runs if r["data"] == data and r["arm"] == "512"]
-        for arm in [*ARMS, COURSE]:
+        pooled = [f"{a}-{p}-pooled" for a in ARMS if ARMS[a][2] == "chunk" for p in OTHER_POOLINGS]
+        for arm in [*ARMS, *pooled, COURSE]:
             mine = [r for r in runs if r["data"] == data and r["arm"] == arm]
             if not mine:
                 continue
@@ -199,6 +219,8 @@ def table(log: Path) -> list[str]:
             cut = mean("train_rows_cut") / mean("train_rows")
             ratio = f"{mean('train_seconds') / statistics.mean(full):.2f}" if full else "-"
             length = mine[0].get("max_length", ARMS.get(arm, ["-"])[0])  # older lines lack it
+            if "chunk" in arm:
+                cut = 0.0  # windows: every token trained on
             lines.append(
                 f"| {data} | {arm} | {length} | {len(mine)} | "
                 f"{mean('test_accuracy'):.4f} | {mean('test_macro_f1'):.4f} | "
@@ -221,10 +243,10 @@ def main() -> None:
     for data in args.data:
         for seed in range(args.seeds):
             for arm in args.arms:
-                record = run_arm(data, arm, seed, args.epochs, root)
-                with args.log.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
-                print(json.dumps(record), flush=True)
+                for record in run_arm(data, arm, seed, args.epochs, root):
+                    with args.log.open("a", encoding="utf-8") as f:
+                        f.write(json.dumps(record) + "\n")
+                    print(json.dumps(record), flush=True)
     lines = [*results.header("Long texts: how much of a text, and which part"), *table(args.log)]
     path = results.write(args.log.stem, lines, args.log.parent)
     print(f"wrote {path}")

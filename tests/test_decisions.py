@@ -50,6 +50,7 @@ def test_a_few_shot_run_records_what_it_decided(tiny_model, tmp_path):
         "rows",
         "max_length",
         "truncated_rows",
+        "long_texts",
         "precision",
         "frozen",
         "micro_batch",

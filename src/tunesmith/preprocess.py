@@ -25,6 +25,7 @@ from tunesmith.models import position_limit
 from tunesmith.tasks import Task, few_shot, task_class
 from tunesmith.tasks.few_shot import Method
 from tunesmith.tasks.lengths import LengthChoice, choose_max_length
+from tunesmith.tasks.windows import default_stride
 
 
 @dataclass
@@ -185,6 +186,8 @@ def prepare_data(
         length, train = resolve_max_length(
             cfg, task, tokenizer, splits["train"], cache_dir, accelerator
         )
+        if task.windowed and task.stride is None:  # decided once, for the export too
+            task = dataclasses.replace(task, stride=default_stride(length.max_length))
         for name, ds in splits.items():
             reused = train if name == "train" else None
             tokenized[name], hit = reused or tokenize_cached(
@@ -250,9 +253,12 @@ def resolve_max_length(
     limit = position_limit(cfg.model, tokenizer)
     if t.micro_batch_size is None:  # a token-budget micro-batch must hold one row
         limit = min(limit, t.max_tokens_per_batch)
-    whole, hit = tokenize_cached(train, task, tokenizer, limit, cache_dir)
+    # Windows of a chunked text would hide its length: the rows are measured truncated.
+    measured = dataclasses.replace(task, long_texts="truncate") if task.windowed else task
+    whole, hit = tokenize_cached(train, measured, tokenizer, limit, cache_dir)
     lengths = np.asarray(whole["length"])
     choice = choose_max_length(lengths, limit, accelerator.device.type)
     # Short texts (every row within the choice) need no second pass over the tokenizer.
     fits = choice.max_length == limit or lengths.max(initial=0) <= choice.max_length
+    fits = fits and not task.windowed
     return choice, (whole, hit) if fits else None

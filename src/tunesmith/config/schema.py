@@ -16,6 +16,8 @@ METHODS = ("auto", "fine-tune", "few-shot")  # train.method; tasks/few_shot.py
 # Inference adds dynamic int8 linear layers, on CPUs only (hardware.inference_placement).
 INFERENCE_PRECISIONS = (*PRECISIONS, "int8")
 TRUNCATIONS = ("head", "tail", "head+tail")  # data.truncation; tasks/truncation.py
+LONG_TEXTS = ("truncate", "chunk")  # data.long_texts; chunk: tasks/windows.py
+POOLINGS = ("mean", "max")  # data.pooling: a chunked text's answer from its windows' logits
 
 
 @dataclass
@@ -51,6 +53,16 @@ class DataConfig:
     # head+tail (its first quarter and last three quarters, where reviews and articles often
     # conclude). A pair cuts its longer text first. Prediction cuts as training did.
     truncation: str = "head"
+    # What a classifier does with a text longer than max_length: truncate it (as data.truncation
+    # says), or chunk it into overlapping windows of max_length tokens, train on every window
+    # with the text's labels, and answer once per text from its windows pooled (data.pooling).
+    long_texts: str = "truncate"
+    # Chunk: tokens each window repeats from the one before (the tokenizer's `stride`), so text
+    # cut at a window's edge is whole in the next. Unset: a quarter of max_length.
+    stride: int | None = None
+    # Chunk: a text's logits from its windows' logits: their mean, or max (each class's
+    # strongest window) (see docs/data.md).
+    pooling: str = "mean"
     # Drop rows whose text is empty or null instead of stopping with their row numbers.
     drop_empty: bool = False
     # Use at most this many training rows (a seeded sample); all rows when unset.

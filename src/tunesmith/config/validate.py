@@ -13,7 +13,9 @@ from typing import Any
 
 from tunesmith.config.schema import (
     LANGUAGE_MODEL_TASKS,
+    LONG_TEXTS,
     METHODS,
+    POOLINGS,
     PRECISIONS,
     TASKS,
     TRUNCATIONS,
@@ -151,6 +153,7 @@ def _validate(cfg: Config) -> list[str]:
         )
     elif d.truncation != "head" and cfg.task in LANGUAGE_MODEL_TASKS:
         problems.append(f"data.truncation={d.truncation} is for classifiers; not task={cfg.task}")
+    problems += _long_text_problems(cfg)
     if d.encoding_errors not in ("strict", "replace", "ignore"):
         problems.append("data.encoding_errors must be strict, replace or ignore")
     if not (d.train or d.dataset):
@@ -226,6 +229,31 @@ def _validate(cfg: Config) -> list[str]:
         problems.append(f"label_names has no meaning for task={cfg.task}; remove it")
     if t.weight_decay < 0 or t.max_grad_norm < 0:
         problems.append("train.weight_decay and train.max_grad_norm must be >= 0")
+    return problems
+
+
+def _long_text_problems(cfg: Config) -> list[str]:
+    d = cfg.data
+    if d.long_texts not in LONG_TEXTS:
+        return [f"data.long_texts must be one of {', '.join(LONG_TEXTS)}, got {d.long_texts!r}"]
+    if d.long_texts == "truncate":
+        return ["data.stride is for data.long_texts=chunk"] if d.stride is not None else []
+    problems = []
+    if cfg.task in LANGUAGE_MODEL_TASKS:
+        problems.append(f"data.long_texts=chunk is for classifiers; not task={cfg.task}")
+    if d.truncation != "head":
+        problems.append(
+            f"data.truncation={d.truncation} cuts texts that data.long_texts=chunk keeps whole; "
+            f"unset one of them"
+        )
+    if d.pooling not in POOLINGS:
+        problems.append(f"data.pooling must be one of {', '.join(POOLINGS)}, got {d.pooling!r}")
+    window = d.max_length if isinstance(d.max_length, int) else None
+    if d.stride is not None and (d.stride < 0 or (window and d.stride >= window)):
+        problems.append(
+            f"data.stride={d.stride} must be at least 0 and smaller than the window "
+            f"(data.max_length={d.max_length}): it is the tokens each window repeats"
+        )
     return problems
 
 

@@ -88,15 +88,22 @@ class Predictor:
         return columns
 
     def task(self, columns: data.Columns) -> SequenceClassification:
-        truncation = self.meta.get("truncation", "head")  # the cut training made
+        m = self.meta  # the cut, or the windows and their pooling, that training used
         return SequenceClassification(
-            columns, self.labels, thresholds=self.thresholds, truncation=truncation
+            columns,
+            self.labels,
+            thresholds=self.thresholds,
+            truncation=m.get("truncation", "head"),
+            long_texts=m.get("long_texts", "truncate"),
+            stride=m.get("stride"),
+            pooling=m.get("pooling", "mean"),
         )
 
     def logits(self, ds: Dataset, columns: data.Columns) -> np.ndarray:
-        """Logits for every row of `ds`, in input order."""
+        """Logits for every row of `ds`, in input order (a chunked text's windows pooled)."""
+        task = self.task(columns)
         tokenized = ds.map(
-            self.task(columns).tokenize_function(self.tokenizer, self.max_length),
+            task.tokenize_function(self.tokenizer, self.max_length),
             batched=True,
             remove_columns=ds.column_names,
             # Without a fingerprint, datasets hashes the function and the tokenizer it holds:
@@ -109,7 +116,7 @@ class Predictor:
         )
         ordered = np.empty_like(logits)
         ordered[indices] = logits
-        return ordered
+        return task.text_logits(ordered, tokenized)
 
     def predict(self, ds: Dataset, source: str = "input") -> list[dict[str, Any]]:
         columns = self.columns_for(ds, source, need_label=False)

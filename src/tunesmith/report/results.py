@@ -107,6 +107,7 @@ def _by_length(scored: Scored, splits: Splits, predictor: Any) -> str:
     bounds = [0, *LENGTH_EDGES, math.inf]
     metric = "micro-F1" if scored.multi else "accuracy"
     cut_at = predictor.max_length
+    chunked = predictor.meta.get("long_texts") == "chunk"
     rows = []
     for b in np.unique(bucket):
         keep = bucket == b
@@ -116,18 +117,29 @@ def _by_length(scored: Scored, splits: Splits, predictor: Any) -> str:
             value = value["micro_f1"]
         else:
             value = float((scored.labels[keep] == scored.predictions[keep]).mean())
-        cut = "no" if high <= cut_at else "some" if low <= cut_at else "yes"
+        cut = "no" if high <= cut_at else "some" if low <= cut_at else "all" if chunked else "yes"
         span = f"{low}-{high}" if high < math.inf else f"{low}+"
         rows.append([span, int(keep.sum()), value, cut])
+    if chunked:
+        kept = (
+            f"reads each row in windows of max_length={cut_at} tokens and pools their answers "
+            f"(data.long_texts=chunk, data.pooling={predictor.meta.get('pooling', 'mean')})"
+        )
+        last = "in several windows"
+    else:
+        kept = (
+            f"keeps max_length={cut_at} tokens of each row (data.truncation="
+            f"{predictor.meta.get('truncation', 'head')})"
+        )
+        last = f"cut at {cut_at}"
     return "\n".join(
         [
             "<h3>By token length</h3>",
             _p(
-                f"Validation {metric} per token-length bucket: do long rows do worse? The model "
-                f"keeps max_length={cut_at} tokens of each row (data.truncation="
-                f"{predictor.meta.get('truncation', 'head')})."
+                f"Validation {metric} per token-length bucket: do long rows do worse? "
+                f"The model {kept}."
             ),
-            _table(["tokens", "rows", metric, f"cut at {cut_at}"], rows),
+            _table(["tokens", "rows", metric, last], rows),
         ]
     )
 

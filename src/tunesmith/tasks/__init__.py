@@ -33,7 +33,8 @@ class Task(Protocol):
     freezes_bottom_layers_on_cpu: bool  # the default of train.freeze_layers on CPUs
     kept_columns: tuple[str, ...]  # raw columns that survive tokenization
     packs: bool  # a micro-batch is one unpadded row
-    cuts_into_blocks: bool  # samples are fixed blocks of concatenated rows
+    cuts_into_blocks: bool  # samples are fixed blocks of rows: none was truncated
+    windowed: bool  # a row becomes one or more windows (data.long_texts=chunk)
     accumulates_to_rows: bool  # unset gradient_accumulation_steps reaches train.rows_per_step
     chooses_max_length: bool  # data.max_length=auto reads the rows' lengths (else 128)
     evaluate_before_training: bool  # the pretrained weights' scores are a baseline

@@ -34,6 +34,7 @@ from tunesmith.tasks.labels import (
     weights_setting,
 )
 from tunesmith.tasks.truncation import tokenizer_keeping
+from tunesmith.tasks.windows import default_stride, document_starts, pool, tokenizer_windowing
 
 
 @dataclass(frozen=True)
@@ -55,17 +56,34 @@ class SequenceClassification:
     temperature: float | None = None
     # Which tokens of a long text are kept (data.truncation): head, tail or head+tail.
     truncation: str = "head"
+    # data.long_texts: truncate, or chunk (overlapping windows, pooled per text: tasks/windows.py)
+    long_texts: str = "truncate"
+    stride: int | None = None  # chunk: tokens each window repeats; set once max_length is known
+    pooling: str = "mean"  # chunk: how a text's windows' logits become its logits
 
     # Unless train.freeze_word_embeddings says otherwise: the step is faster, accuracy the same.
     freeze_word_embeddings = True
-    kept_columns = ("labels",)  # the encoded labels survive tokenization
     freezes_bottom_layers_on_cpu = True  # train.freeze_layers unset: see TrainConfig
     packs = False  # one row per sample, padded
-    cuts_into_blocks = False  # one sample per row: a row at max_length was truncated
     accumulates_to_rows = True  # long rows must not shrink an optimizer step to one row
     chooses_max_length = True  # data.max_length=auto: tasks/lengths.py
     evaluate_before_training = False  # a fresh head scores chance; the majority class says more
     peft_task_type = "SEQ_CLS"  # peft then trains the fresh head fully, beside the adapters
+
+    @property
+    def windowed(self) -> bool:
+        """Whether a row is one or more windows (chunk), not one truncated sample."""
+        return self.long_texts == "chunk"
+
+    @property
+    def kept_columns(self) -> tuple[str, ...]:
+        """The encoded labels survive tokenization; windows repeat them per window instead."""
+        return () if self.windowed else ("labels",)
+
+    @property
+    def cuts_into_blocks(self) -> bool:
+        """One sample per row, where a row at max_length was truncated; windows cut nothing."""
+        return self.windowed
 
     @staticmethod
     def exported_thresholds(labels: LabelSpec, meta: dict[str, Any]) -> tuple[float, ...] | None:
@@ -108,6 +126,9 @@ class SequenceClassification:
             label_format=meta,
             temperature_scaling=cfg.train.temperature_scaling,
             truncation=d.truncation,
+            long_texts=d.long_texts,
+            stride=d.stride,
+            pooling=d.pooling,
         )
         return encoded, task
 
@@ -149,6 +170,8 @@ class SequenceClassification:
             "label_column": self.columns.label,
             "truncation": self.truncation,
         }
+        if self.windowed:
+            meta.update(long_texts=self.long_texts, stride=self.stride, pooling=self.pooling)
         meta.update(self.label_kind.meta(self.label_format))  # multi-label: the thresholds
         if self.temperature is not None:  # already in the weights: said, not to be applied again
             meta["temperature_folded_into_weights"] = self.temperature
@@ -177,7 +200,7 @@ class SequenceClassification:
         """The class names and, for classes, the majority class's scores: the floor to beat;
         for multi-label, each label's training rows."""
         found: dict[str, Any] = {"labels": list(self.labels.names)}
-        found.update(self.label_kind.summary(tokenized))
+        found.update(self.label_kind.summary({n: self.texts(ds) for n, ds in tokenized.items()}))
         return found
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -210,12 +233,14 @@ class SequenceClassification:
         return infer_logits(model, ds, collate, max_tokens, rank, world_size, autocast)
 
     def combine(self, shares: list[tuple[np.ndarray, np.ndarray]], ds: Dataset) -> Evaluation:
-        """Every rank's rows back in input order, then the metrics over all of them."""
+        """Every rank's rows back in input order (windows pooled per text), then the metrics
+        over all of them."""
         width = shares[0][1].shape[-1]
         logits = np.empty((len(ds), width), dtype=np.float32)
         for indices, share_logits in shares:
             logits[indices] = share_logits
-        labels = np.asarray(ds["labels"])
+        logits = self.text_logits(logits, ds)
+        labels = np.asarray(self.texts(ds)["labels"])
         scores = self.compute_metrics(logits, labels)
         details = self.label_kind.details(logits, labels)
         # NaN/inf logits still argmax to some class and score; such a model is never the best.
@@ -228,12 +253,22 @@ class SequenceClassification:
         and serve, and `evaluation` as the model then gives it. Multi-label: each label's
         threshold. Single-label: a temperature, divided into the output layer's weights (see
         `SingleLabel.fit`)."""
-        learned, evaluation = self.label_kind.fit(evaluation, np.asarray(ds["labels"]), model)
+        labels = np.asarray(self.texts(ds)["labels"])
+        learned, evaluation = self.label_kind.fit(evaluation, labels, model)
         return dataclasses.replace(self, **learned), evaluation
 
     def plots(self, ds: Dataset, evaluation: Evaluation, output_dir: Path) -> None:
         """Single-label: the confusion matrix."""
-        self.label_kind.plots(ds, evaluation, output_dir)
+        self.label_kind.plots(self.texts(ds), evaluation, output_dir)
+
+    def texts(self, ds: Dataset) -> Dataset:
+        """One row per text of tokenized `ds`: its first window's, when chunked."""
+        return ds.select(document_starts(ds["window"])) if self.windowed else ds
+
+    def text_logits(self, logits: np.ndarray, ds: Dataset) -> np.ndarray:
+        """One row of logits per text from the logits of tokenized `ds`'s rows (in order):
+        its windows' pooled, when chunked."""
+        return pool(logits, np.asarray(ds["window"]), self.pooling) if self.windowed else logits
 
     @property
     def default_metric(self) -> str:
@@ -245,13 +280,30 @@ class SequenceClassification:
 
     def tokenize_function(self, tokenizer: PreTrainedTokenizerBase, max_length: int):
         """A batched `Dataset.map` function: input ids cut to `max_length` as self.truncation
-        says (no padding), and lengths."""
+        says (no padding), and lengths; or, chunked, every window of each text, with its
+        place in the text and the text's labels."""
         text, pair = self.columns.text, self.columns.text_pair
+        if self.windowed:
+            return self._window_function(tokenizer, max_length)
         encode = tokenizer_keeping(tokenizer, max_length, self.truncation)
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
             encoded = encode(batch[text], batch[pair] if pair else None)
             encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+            return encoded
+
+        return tokenize
+
+    def _window_function(self, tokenizer: PreTrainedTokenizerBase, max_length: int):
+        text, pair = self.columns.text, self.columns.text_pair
+        stride = default_stride(max_length) if self.stride is None else self.stride
+        windows = tokenizer_windowing(tokenizer, max_length, stride)
+
+        def tokenize(batch: dict[str, list]) -> dict[str, list]:
+            encoded, sources = windows(batch[text], batch[pair] if pair else None)
+            encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+            if "labels" in batch:
+                encoded["labels"] = [batch["labels"][i] for i in sources]
             return encoded
 
         return tokenize

@@ -54,6 +54,7 @@ class LanguageModeling:
     metric_names = ("perplexity", "loss")
     # Their output layer shares the input-embedding matrix: freezing it would freeze the head.
     freeze_word_embeddings = False
+    windowed = False  # data.long_texts=chunk is for classifiers
     kept_columns = ()  # samples are built from the text; grouping changes the row count
     freezes_bottom_layers_on_cpu = False  # adaptation reaches into every layer
     # Unmeasured for language models, whose samples are blocks or packed rows: one step per

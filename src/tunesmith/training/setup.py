@@ -10,6 +10,7 @@ import inspect
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -301,11 +302,24 @@ def announce(
     length = prepared.max_length
     truncated = {k: v for k, v in prepared.summary["truncated_rows"].items() if v}
     if length.rows_cut is not None:  # auto measured the rows and chose
+        cut = (
+            f"training rows longer: {length.rows_cut:.0%}, windowed whole"
+            if task.windowed
+            else f"training rows cut: {length.rows_cut:.0%}, their tokens cut: "
+            f"{length.tokens_cut:.0%}{f' ({cfg.data.truncation} kept)' if truncated else ''}"
+        )
         say(
             accelerator,
-            f"data.max_length=auto chose {length.max_length} tokens ({length.reason}); "
-            f"training rows cut: {length.rows_cut:.0%}, their tokens cut: {length.tokens_cut:.0%}"
-            f"{f' ({cfg.data.truncation} kept)' if truncated else ''}; data.max_length=N forces N",
+            f"data.max_length=auto chose {length.max_length} tokens ({length.reason}); {cut}; "
+            f"data.max_length=N forces N",
+        )
+    if task.windowed:
+        rows, windows = prepared.summary["rows"], prepared.summary["samples"]
+        say(
+            accelerator,
+            f"data.long_texts=chunk: texts {rows} in windows {windows} of <= {length.max_length} "
+            f"tokens, each repeating {task.stride} of the one before; a text's answer is its "
+            f"windows' {task.pooling} logits",
         )
     elif truncated:
         say(
@@ -357,6 +371,8 @@ def record_decisions(
             "train_tokens_cut": _rounded(data.max_length.tokens_cut),
         },
         "truncated_rows": data.summary["truncated_rows"],
+        # Chunked: each split's windows (training trains on every one) and how they were made.
+        "long_texts": _long_texts(data),
         "precision": {"name": run.precision, "reason": run.precision_reason},
         "frozen": frozen,
         "micro_batch": batch,
@@ -367,6 +383,18 @@ def record_decisions(
         "eval_every_steps": run.eval_interval,
     }
     checkpoint.write_json(run.output_dir / layout.DECISIONS, decisions)
+
+
+def _long_texts(data: PreparedData) -> dict[str, Any]:
+    task = data.task
+    if not task.windowed:
+        return {"mode": "truncate"}
+    return {
+        "mode": "chunk",
+        "stride": task.stride,
+        "pooling": task.pooling,
+        "windows": data.summary["samples"],
+    }
 
 
 def _rounded(share: float | None) -> float | None:
