@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import FILLER, sentiment_rows, write_csv
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
@@ -81,3 +82,31 @@ def test_every_rank_runs_the_same_number_of_evaluation_batches(tiny_model):
         assert len(logits) == len(indices)
     assert len(set(counts)) == 1 and counts[0] > 1
     assert sorted(seen) == list(range(23))  # each row once, padding passes dropped
+
+
+def test_two_processes_train_chunked_long_rows_with_auto_length_and_accumulation(
+    wide_model, tmp_path, capfd
+):
+    """The long-text modes together on two ranks: auto picks a length past 128, each text
+    becomes windows of it, micro-batches accumulate to 4 rows a step, and the evaluation the
+    ranks share pools each text's windows as one process does."""
+    rows = sentiment_rows(48, seed=3)
+    for i, row in enumerate(rows):
+        row["text"] = " ".join([*FILLER * (24 + i % 8), row["text"]])  # 290-380 words
+    train = write_csv(tmp_path / "train.csv", rows[:36])
+    validation = write_csv(tmp_path / "validation.csv", rows[36:])
+    out = tmp_path / "run"
+    args = [f"model={wide_model}", f"data.train={train}", f"data.validation={validation}"]
+    args += ["data.long_texts=chunk", "train.method=fine-tune", "train.epochs=1"]
+    code = main(["train", "--num-processes", "2", *args, f"output_dir={out}"])
+    assert code == 0, capfd.readouterr().err[-2000:]
+
+    decisions = json.loads((out / "decisions.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 128 < decisions["max_length"]["value"] <= 256  # the longest auto picks on a CPU
+    assert decisions["long_texts"]["windows"]["train"] == 2 * 36  # two windows a text
+    assert decisions["rows_per_step"] >= 3.8
+    assert metrics["train"]["steps_per_process"] == [metrics["train"]["optimizer_steps"]] * 2
+    single = Predictor(out).evaluate(read_table(validation))
+    assert single["rows"] == 12
+    assert single["accuracy"] == pytest.approx(metrics["validation"]["accuracy"], abs=1e-9)
