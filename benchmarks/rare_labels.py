@@ -85,26 +85,27 @@ def run_arm(
 def table(log: Path) -> list[str]:
     runs = results.read_log(log)
     lines = [
-        "| data | class_weights | runs | test macro-F1 | test micro-F1 (accuracy) | "
-        "macro-F1 at 0.5 | "
+        "| data | class_weights | epochs | overrides | runs | test macro-F1 | "
+        "test micro-F1 (accuracy) | macro-F1 at 0.5 | "
         "labels on the shared threshold | max_length | train s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for data in dict.fromkeys(r["data"] for r in runs):
-        for arm in dict.fromkeys(r["arm"] for r in runs if r["data"] == data):
-            mine = [r for r in runs if r["data"] == data and r["arm"] == arm]
-            mean = functools.partial(results.mean, mine)
 
-            at_half = [
-                r["test_macro_f1_at_0.5"] for r in mine if r["test_macro_f1_at_0.5"] is not None
-            ]
-            lines.append(
-                f"| {data} | {arm} | {len(mine)} | {mean('test_macro_f1'):.4f} | "
-                f"{mean('test_micro_f1'):.4f} | "
-                f"{f'{statistics.mean(at_half):.4f}' if at_half else '-'} | "
-                f"{mean('labels_on_shared_threshold'):.0f} of {mine[0]['labels']} | "
-                f"{mine[0]['max_length']} | {mean('train_seconds'):.0f} |"
-            )
+    def key(r: dict) -> tuple:  # runs of other epochs or overrides are other arms
+        return r["data"], r["arm"], r["epochs"], " ".join(r.get("overrides", []))
+
+    for data, arm, epochs, overrides in dict.fromkeys(map(key, runs)):
+        mine = [r for r in runs if key(r) == (data, arm, epochs, overrides)]
+        mean = functools.partial(results.mean, mine)
+        at_half = [r["test_macro_f1_at_0.5"] for r in mine if r["test_macro_f1_at_0.5"] is not None]
+        lines.append(
+            f"| {data} | {arm} | {epochs:g} | {overrides or '-'} | {len(mine)} | "
+            f"{mean('test_macro_f1'):.4f} | "
+            f"{mean('test_micro_f1'):.4f} | "
+            f"{f'{statistics.mean(at_half):.4f}' if at_half else '-'} | "
+            f"{mean('labels_on_shared_threshold'):.0f} of {mine[0]['labels']} | "
+            f"{mine[0]['max_length']} | {mean('train_seconds'):.0f} |"
+        )
     return lines
 
 
