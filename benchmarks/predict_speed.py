@@ -7,6 +7,12 @@ faster pass (timings drift on small machines).
 
     python benchmarks/predict_speed.py                    # builtin:minilm-l6, untrained head
     python benchmarks/predict_speed.py --model runs/mrpc  # a trained run or model folder
+    python benchmarks/predict_speed.py --onnx             # also ONNX Runtime arms (fp32, int8)
+
+With --onnx the model is exported (`tunesmith export --format onnx`, and `--quantize int8`), and
+the arms add tunesmith's `Predictor` on those folders (length-sorted token-budget batches on ONNX
+Runtime), plain ONNX Runtime on fixed batches of 32 in input order, and tunesmith in fp32; then
+one short request at a time (the first pair, batch of 1): the median of 50 per engine.
 
 Rows: `../shared/data/mrpc/test.csv` when present, else generated sentence pairs. The last line
 printed is one JSON object.
@@ -89,11 +95,46 @@ def tunesmith_arm(
     return run
 
 
+def plain_onnx_arm(folder: Path, first: list[str], second: list[str]) -> Callable[[], np.ndarray]:
+    """ONNX Runtime as a user first writes it: fixed batches of 32 in input order, padded."""
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(folder / "model.onnx"), options)
+    names = [i.name for i in session.get_inputs()]
+
+    def run() -> np.ndarray:
+        out = []
+        for i in range(0, len(first), 32):
+            batch = tokenizer(first[i : i + 32], second[i : i + 32], padding=True, truncation=True)
+            feeds = {n: np.asarray(batch[n], dtype=np.int64) for n in names}
+            out.append(session.run(["logits"], feeds)[0])
+        return np.concatenate(out).argmax(-1)
+
+    return run
+
+
+def single_request_ms(predictor: Predictor, first: str, second: str, repeats: int = 50) -> float:
+    """Median milliseconds of one request of one pair, after a warm-up."""
+    predictor.predict_texts([first], [second])
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predictor.predict_texts([first], [second])
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="builtin:minilm-l6")
     parser.add_argument("--rows", type=int, help="at most this many rows")
     parser.add_argument("--name", default="predict_speed", help="results/NAME.md, one per CPU kind")
+    parser.add_argument("--onnx", action="store_true", help="add the ONNX Runtime arms")
     args = parser.parse_args()
     log = results.Transcript()
 
@@ -125,6 +166,18 @@ def main() -> None:
     if not torch.cuda.is_available():  # int8 linear layers are a CPU path
         int8 = Predictor(folder, precision="int8")
         arms["tunesmith_int8"] = tunesmith_arm(int8, first, second)
+    singles = {"tunesmith": predictor}
+    if args.onnx:
+        from tunesmith.infer.onnx_runtime import export_onnx
+
+        fp32 = Predictor(folder, precision="fp32")
+        onnx_fp32 = Predictor(export_onnx(folder, tmp / "onnx-fp32"))
+        onnx_int8 = Predictor(export_onnx(folder, tmp / "onnx-int8", quantize="int8"))
+        arms["tunesmith_fp32"] = tunesmith_arm(fp32, first, second)
+        arms["onnx_fp32_fixed32"] = plain_onnx_arm(tmp / "onnx-fp32", first, second)
+        arms["tunesmith_onnx_fp32"] = tunesmith_arm(onnx_fp32, first, second)
+        arms["tunesmith_onnx_int8"] = tunesmith_arm(onnx_int8, first, second)
+        singles |= {"tunesmith_fp32": fp32, "onnx_fp32": onnx_fp32, "onnx_int8": onnx_int8}
     seconds = {name: float("inf") for name in arms}
     labels = {}
     for _ in range(2):
@@ -143,6 +196,11 @@ def main() -> None:
         agree = float((labels[name] == labels["tunesmith"]).mean())
         summary[name] = {"samples_per_s": rate, "seconds": seconds[name], "agreement": agree}
         log(f"{name:16s} {rate:8.1f} samples/s  {seconds[name]:6.1f} s  same labels {agree:.1%}")
+    if args.onnx:
+        for name, engine in singles.items():
+            ms = single_request_ms(engine, first[0], second[0])
+            summary[f"single_request_ms_{name}"] = ms
+            log(f"one request, {name:16s} {ms:6.1f} ms (median of 50)")
     for ours in [name for name in ("tunesmith", "tunesmith_int8") if name in arms]:
         for name in ("pipeline", "trainer_predict"):
             key = f"ratio_vs_{name}" + ours.removeprefix("tunesmith")

@@ -256,6 +256,13 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(write_report(args.run, args.out, args.compare))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    _quiet_libraries()
+    from tunesmith.infer.onnx_runtime import export_onnx
+
+    print(export_onnx(args.run, args.out, args.quantize))
+
+
 def cmd_runs(args: argparse.Namespace) -> None:
     from tunesmith.runfolder.layout import find_runs, format_runs
 
@@ -391,6 +398,15 @@ def build_parser() -> argparse.ArgumentParser:
         "the same rows, and the page sets recall, precision and F1 per class side by side",
     )
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "export", help="a classifier for ONNX Runtime: predict, evaluate and serve take the folder"
+    )
+    p.add_argument("run", help="a finished run folder, or an exported model folder")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="onnx (the only one yet)")
+    p.add_argument("--quantize", choices=["int8"], help="dynamic int8 matrix products (CPUs)")
+    p.add_argument("--out", help="the folder to write (default RUN/onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("runs", help="list finished and unfinished runs, newest first")
     p.add_argument("dir", nargs="?", default="runs", help="a folder of run folders, or one run")

@@ -248,9 +248,9 @@ def resolve_max_length(
     d, t = cfg.data, cfg.train
     if d.max_length != "auto":
         return LengthChoice(int(d.max_length), f"data.max_length={d.max_length}"), None
-    if not task.chooses_max_length:
-        return LengthChoice(128, "auto: 128 for language models"), None
     limit = position_limit(cfg.model, tokenizer)
+    if not task.chooses_max_length:
+        return LengthChoice(min(128, limit), "auto: 128 for language models"), None
     if t.micro_batch_size is None:  # a token-budget micro-batch must hold one row
         limit = min(limit, t.max_tokens_per_batch)
     # Windows of a chunked text would hide its length: the rows are measured truncated.

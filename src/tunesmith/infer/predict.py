@@ -20,6 +20,7 @@ from tunesmith.compute import hardware
 from tunesmith.compute.inference import infer_logits
 from tunesmith.config import DataConfig
 from tunesmith.errors import UserError
+from tunesmith.infer import onnx_runtime
 from tunesmith.infer.language_models import FillMasker, Generator
 from tunesmith.models import load_sequence_classifier
 from tunesmith.runfolder.layout import read_meta, resolve_model_dir
@@ -40,10 +41,14 @@ class Predictor:
             raise UserError(
                 f"{self.model_dir}: a {task} model labels nothing; use tunesmith {command} with it"
             )
-        self.placement = hardware.inference_placement(precision)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        # The loader training uses, so prediction gets the same last-layer cut.
-        self.model = self.placement.place(load_sequence_classifier(str(self.model_dir)).eval())
+        if onnx_runtime.is_onnx_export(self.model_dir):
+            self.placement = onnx_runtime.onnx_placement(self.meta, precision)
+            self.model = onnx_runtime.OnnxClassifier(self.model_dir)
+        else:
+            self.placement = hardware.inference_placement(precision)
+            # The loader training uses, so prediction gets the same last-layer cut.
+            self.model = self.placement.place(load_sequence_classifier(str(self.model_dir)).eval())
         self.labels = LabelSpec.of_export(self.model.config, self.meta)
         self.thresholds = SequenceClassification.exported_thresholds(self.labels, self.meta)
         self.label_format = DataConfig(
