@@ -209,3 +209,17 @@ def test_stride_needs_chunk(tiny_model, tmp_path, capsys):
     data = write_csv(tmp_path / "t.csv", sentiment_rows(8))
     assert main(["train", f"model={tiny_model}", f"data.train={data}", "data.stride=8"]) != 0
     assert "data.stride is for data.long_texts=chunk" in capsys.readouterr().err
+
+
+def test_a_file_and_a_request_get_the_same_answers(chunked_run, monkeypatch):
+    """Many rows go through an Arrow table, a request's few through plain lists: same answers."""
+    from tunesmith.infer import predict
+
+    texts = [r["text"] for r in long_rows(10, seed=8)]
+    predictor = Predictor(chunked_run, precision="fp32")
+    few = predictor.predict_texts(texts)
+    monkeypatch.setattr(predict, "PLAIN_COLUMN_ROWS", 0)
+    many = predictor.predict_texts(texts)
+
+    for a, b in zip(few, many, strict=True):
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-6)

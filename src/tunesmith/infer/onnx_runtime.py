@@ -11,6 +11,7 @@ everything else of `Predictor` stay as they are.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import warnings
@@ -113,7 +114,15 @@ def export_onnx(
 
         fp32 = tmp / "model-fp32.onnx"
         os.replace(tmp / ONNX_FILE, fp32)
-        quantize_dynamic(fp32, tmp / ONNX_FILE, per_channel=True, weight_type=QuantType.QInt8)
+        # Its advice to pre-process first (optional shape inference and graph optimization)
+        # would go to the root logger, on every export, as a warning.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(fp32, tmp / ONNX_FILE, per_channel=True, weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
         fp32.unlink()
     tokenizer.save_pretrained(tmp)
     model.config.save_pretrained(tmp)

@@ -27,6 +27,10 @@ from tunesmith.runfolder.layout import read_meta, resolve_model_dir
 from tunesmith.tasks import LabelSpec, SequenceClassification, inference_command
 from tunesmith.tasks.labels import encode_split
 
+# Up to this many rows (a request's) are tokenized into plain lists; more go through an Arrow
+# table, whose ids take a fraction of the memory of Python lists.
+PLAIN_COLUMN_ROWS = 1024
+
 
 class Predictor:
     """An exported classifier/regressor with its tokenizer, ready for rows of text, on the GPU
@@ -107,15 +111,21 @@ class Predictor:
     def logits(self, ds: Dataset, columns: data.Columns) -> np.ndarray:
         """Logits for every row of `ds`, in input order (a chunked text's windows pooled)."""
         task = self.task(columns)
-        tokenized = ds.map(
-            task.tokenize_function(self.tokenizer, self.max_length),
-            batched=True,
-            remove_columns=ds.column_names,
-            # Without a fingerprint, datasets hashes the function and the tokenizer it holds:
-            # ~0.3 s a call, 95% of answering one short request. Nothing here is cached.
-            new_fingerprint=uuid.uuid4().hex,
-            keep_in_memory=True,
-        )
+        tokenize = task.tokenize_function(self.tokenizer, self.max_length)
+        if len(ds) <= PLAIN_COLUMN_ROWS:
+            # A short request paid more for Dataset.map's bookkeeping than for the model
+            # (benchmarks/predict_speed.py --onnx times one request).
+            tokenized = tokenize({c: list(ds[c]) for c in (columns.text, columns.text_pair) if c})
+        else:  # a file: Arrow holds its token ids compactly
+            tokenized = ds.map(
+                tokenize,
+                batched=True,
+                remove_columns=ds.column_names,
+                # Without a fingerprint, datasets hashes the function and the tokenizer it
+                # holds: ~0.3 s a call. Nothing here is cached.
+                new_fingerprint=uuid.uuid4().hex,
+                keep_in_memory=True,
+            )
         indices, logits = infer_logits(
             self.model, tokenized, self.collate, self.max_tokens, autocast=self.placement.autocast
         )
