@@ -23,16 +23,7 @@ def tokenizer_keeping(
     `max_length` tokens (special tokens included) by `truncation`: head, tail or head+tail."""
     if truncation == "head":
         return lambda texts, pairs: tokenizer(texts, pairs, truncation=True, max_length=max_length)
-    # A copy of the fast tokenizer's own Rust tokenizer, encoding whole texts: the cut is made
-    # here, then its post-processor adds the special tokens and the segment ids.
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    backend.no_truncation()
-    backend.no_padding()
-    names = [
-        n
-        for n in tokenizer.model_input_names
-        if n in ("input_ids", "token_type_ids", "attention_mask")
-    ]
+    backend, names = whole_text_encoder(tokenizer)
 
     def tokenize(texts: list[str], pairs: list[str] | None) -> dict[str, list]:
         budget = max_length - tokenizer.num_special_tokens_to_add(pair=pairs is not None)
@@ -47,16 +38,36 @@ def tokenizer_keeping(
                 cut(second, keep_second, truncation) if second is not None else None,
                 add_special_tokens=True,
             )
-            fields = {
-                "input_ids": encoding.ids,
-                "token_type_ids": encoding.type_ids,
-                "attention_mask": encoding.attention_mask,
-            }
-            for name in names:
-                out[name].append(fields[name])
+            append_inputs(out, encoding, names)
         return out
 
     return tokenize
+
+
+def whole_text_encoder(tokenizer: PreTrainedTokenizerBase) -> tuple[Tokenizer, list[str]]:
+    """A copy of the fast tokenizer's own Rust tokenizer that encodes whole texts (the caller
+    cuts them; its post-processor then adds the special tokens and segment ids), and the model
+    inputs the tokenizer gives."""
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    names = [
+        n
+        for n in tokenizer.model_input_names
+        if n in ("input_ids", "token_type_ids", "attention_mask")
+    ]
+    return backend, names
+
+
+def append_inputs(out: dict[str, list], encoding: Encoding, names: list[str]) -> None:
+    """`encoding`'s model inputs (of `names`) appended to the columns of `out`."""
+    fields = {
+        "input_ids": encoding.ids,
+        "token_type_ids": encoding.type_ids,
+        "attention_mask": encoding.attention_mask,
+    }
+    for name in names:
+        out[name].append(fields[name])
 
 
 def allowances(first: int, second: int, budget: int) -> tuple[int, int]:

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.errors import UserError
+from tunesmith.tasks.truncation import append_inputs, whole_text_encoder
 
 
 def default_stride(max_length: int) -> int:
@@ -31,17 +31,9 @@ def tokenizer_windowing(
     """A function (texts, second texts or None) -> (the tokenizer's inputs for every window of
     every text, each window at most `max_length` tokens with the special tokens, and `window`;
     for each window, the position of its text in the batch)."""
-    # The fast tokenizer's own Rust tokenizer, encoding whole texts: the windows are cut here
-    # (Encoding.truncate with a stride, as the tokenizer's own overflowing tokens are), then its
-    # post-processor adds the special tokens and segment ids to each.
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    backend.no_truncation()
-    backend.no_padding()
-    names = [
-        n
-        for n in tokenizer.model_input_names
-        if n in ("input_ids", "token_type_ids", "attention_mask")
-    ]
+    # Windows cut with Encoding.truncate and a stride, as the tokenizer's own overflowing
+    # tokens are, then each given its special tokens and segment ids.
+    backend, names = whole_text_encoder(tokenizer)
 
     def windows(texts: list[str], pairs: list[str] | None) -> tuple[dict[str, list], list[int]]:
         budget = max_length - tokenizer.num_special_tokens_to_add(pair=pairs is not None)
@@ -53,14 +45,7 @@ def tokenizer_windowing(
         for i, first in enumerate(firsts):
             second = seconds[i] if seconds is not None else None
             for n, (a, b) in enumerate(_pieces(first, second, budget, stride)):
-                encoding = backend.post_process(a, b, add_special_tokens=True)
-                fields = {
-                    "input_ids": encoding.ids,
-                    "token_type_ids": encoding.type_ids,
-                    "attention_mask": encoding.attention_mask,
-                }
-                for name in names:
-                    out[name].append(fields[name])
+                append_inputs(out, backend.post_process(a, b, add_special_tokens=True), names)
                 out["window"].append(n)
                 sources.append(i)
         return out, sources
