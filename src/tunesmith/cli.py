@@ -360,15 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=served.max_wait_ms,
         help="how long a batch waits for more requests after its first",
     )
-    p.add_argument(
-        "--no-batching", action="store_true", help="run every request as its own model call"
-    )
-    p.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=served.max_body_bytes,
-        help="larger request bodies get 413",
-    )
+    p.add_argument("--no-batching", action="store_true", help="one model call per request")
+    p.add_argument("--max-body-bytes", type=int, default=served.max_body_bytes, help="413 above")
     add_precision(p)
     p.set_defaults(func=cmd_serve, precision=served.precision)
 
@@ -399,11 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser(
-        "export", help="a classifier for ONNX Runtime: predict, evaluate and serve take the folder"
-    )
+    p = sub.add_parser("export", help="a classifier for ONNX Runtime (predict, serve take it)")
     p.add_argument("run", help="a finished run folder, or an exported model folder")
-    p.add_argument("--format", choices=["onnx"], default="onnx", help="onnx (the only one yet)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 matrix products (CPUs)")
     p.add_argument("--out", help="the folder to write (default RUN/onnx)")
     p.set_defaults(func=cmd_export)
