@@ -15,6 +15,7 @@ from tunesmith.infer import Predictor
 from tunesmith.infer.serve import ServeSettings, create_app
 
 ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
 
 
 def trained(tiny_model: Path, root: Path, data: Path, *extra: str) -> Path:
@@ -49,6 +50,20 @@ def test_the_export_describes_itself_and_loads_in_onnxruntime(run_dir, onnx_dir)
     assert config["id2label"] == {"0": "negative", "1": "positive"}
     session = ort.InferenceSession(str(onnx_dir / "model.onnx"))
     assert [o.name for o in session.get_outputs()] == ["logits"]
+
+
+def test_a_predictor_builds_its_tokenize_function_once(onnx_dir, monkeypatch):
+    """A cut other than the head copies the Rust tokenizer: once, not on every request."""
+    from tunesmith.tasks import truncation
+
+    built = []
+    encoder = truncation.whole_text_encoder
+    monkeypatch.setattr(truncation, "whole_text_encoder", lambda t: built.append(1) or encoder(t))
+    predictor = Predictor(onnx_dir)
+    predictor.meta["truncation"] = "head+tail"
+    for _ in range(3):
+        predictor.predict_texts(texts(4))
+    assert len(built) == 1
 
 
 def test_onnx_scores_equal_torch_fp32(run_dir, onnx_dir):
@@ -108,6 +123,8 @@ def test_an_int8_export_runs_in_int8(run_dir, tmp_path, capsys):
     scores = predictor.predict_texts(texts(8))
 
     assert predictor.placement.precision == "int8"
+    operators = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" in operators and "MatMulInteger" in operators
     assert json.loads((out / "tunesmith.json").read_text())["quantized"] == "int8"
     assert all(np.isclose(sum(p["scores"].values()), 1.0, atol=1e-5) for p in scores)
     assert main(["predict", str(out), "--precision", "bf16"]) == 2

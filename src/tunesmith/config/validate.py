@@ -248,12 +248,8 @@ def _long_text_problems(cfg: Config) -> list[str]:
         )
     if d.pooling not in POOLINGS:
         problems.append(f"data.pooling must be one of {', '.join(POOLINGS)}, got {d.pooling!r}")
-    window = d.max_length if isinstance(d.max_length, int) else None
-    if d.stride is not None and (d.stride < 0 or (window and d.stride >= window)):
-        problems.append(
-            f"data.stride={d.stride} must be at least 0 and smaller than the window "
-            f"(data.max_length={d.max_length}): it is the tokens each window repeats"
-        )
+    # data.stride is checked against the window when the windows are cut (windows.check_stride):
+    # only then are max_length and the tokenizer's special tokens known.
     return problems
 
 
